@@ -1,0 +1,95 @@
+"""The Celery app: broker, beat schedule, and the settings that keep it safe.
+
+Each setting has the reason it is set; see
+https://docs.celeryq.dev/en/stable/userguide/configuration.html for the full list.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from celery.signals import worker_process_init
+from kombu.transport.sqlalchemy import Transport as SQLAlchemyTransport
+
+from worker.config import Settings, get_settings
+from worker.db import engine_for
+
+DISPATCH_TASK = "pave_tracker.dispatch_due_polls"
+POLL_TASK = "pave_tracker.poll_sessions"
+
+
+class EmbeddedBrokerTransport(SQLAlchemyTransport):
+    """kombu's SQLAlchemy transport, polling its table often enough for short intervals.
+
+    Its `polling_interval` cannot be set through transport options: the sqla transport
+    hands every option to `create_engine()`, which refuses unknown ones.
+    """
+
+    polling_interval = 0.1
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "broker_url": settings.effective_broker_url,
+        "broker_connection_retry_on_startup": True,
+        # JSON only: a message is ids and strings, never pickled objects.
+        "task_serializer": "json",
+        "accept_content": ["json"],
+        "result_serializer": "json",
+        # The database holds every result worth keeping.
+        "task_ignore_result": True,
+        "result_backend": None,
+        # Short tasks, one reserved at a time: a slow batch never holds others back
+        # (celery/celery#1933).
+        "worker_prefetch_multiplier": 1,
+        # Acknowledge after the work, so a worker that dies mid-batch leaves the message
+        # to be redelivered; the lease tokens make a second run harmless.
+        "task_acks_late": True,
+        # A poll batch must end before its lease does, or another worker may take the
+        # sessions over while it still runs (only the prefork pool enforces this).
+        "task_time_limit": settings.lease_seconds,
+        "task_soft_time_limit": settings.lease_seconds * 0.9,
+        "timezone": "UTC",
+        "enable_utc": True,
+        # Beat only ever sends "lease what is due": nothing worth persisting to a file.
+        "beat_scheduler": "celery.beat:Scheduler",
+        "beat_schedule": {
+            "dispatch-due-polls": {
+                "task": DISPATCH_TASK,
+                "schedule": settings.dispatch_interval,
+                # A tick that waited past the next one is useless: the next one leases.
+                "options": {"expires": max(settings.dispatch_interval * 2, 1.0)},
+            },
+        },
+        "worker_hijack_root_logger": True,
+    }
+    if settings.uses_embedded_broker:
+        # kombu picks the transport from a `sqla+` prefix before looking at
+        # broker_transport, so the prefix goes and the class is named instead.
+        config["broker_url"] = settings.effective_broker_url.removeprefix("sqla+")
+        config["broker_transport"] = "worker.celery_app:EmbeddedBrokerTransport"
+        config["broker_transport_options"] = {"connect_args": {"timeout": 30}}
+        # The SQL transport has no fanout exchanges: no remote control, no events.
+        config["worker_enable_remote_control"] = False
+        config["worker_send_task_events"] = False
+    else:
+        # Redis redelivers a message not acknowledged within this many seconds. Nothing
+        # here takes longer than a lease or waits on an ETA, so an hour is generous.
+        config["broker_transport_options"] = {"visibility_timeout": 3600}
+    return config
+
+
+def create_app(settings: Settings) -> Celery:
+    app = Celery("pave_tracker", include=["worker.tasks"])
+    app.conf.update(celery_config(settings))
+    return app
+
+
+app = create_app(get_settings())
+
+
+@worker_process_init.connect
+def _fresh_connections_after_fork(**_: Any) -> None:
+    """A forked child must not share the parent's database connections."""
+    engine_for(get_settings().database_url).dispose(close=False)

@@ -1,0 +1,253 @@
+"""The `pave-tracker` command.
+
+Exit status 0 on success, 2 for bad input (one line on stderr), 1 for anything else.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import click
+from sqlalchemy.exc import DBAPIError, OperationalError
+from sqlalchemy.orm import Session
+
+from worker.config import Settings, get_settings
+from worker.db import session_factory, utcnow
+from worker.errors import BadInput, PaveTrackerError
+from worker.models import Tracking
+from worker.schema import ensure_schema, upgrade_database
+from worker.tracking import service
+from worker.tracking.keys import validate_session_key
+from worker.tracking.requests import (
+    TrackRequest,
+    merge_requests,
+    parse_meta_option,
+    read_csv_requests,
+    validate_metadata,
+)
+from worker.tracking.views import session_detail, session_summary
+
+PROG = "pave-tracker"
+
+
+@contextmanager
+def database(settings: Settings) -> Iterator[Session]:
+    """One transaction on a database that is known to be migrated."""
+    ensure_schema(settings)
+    with session_factory(settings.database_url).begin() as db:
+        yield db
+
+
+def print_json(value: Any) -> None:
+    click.echo(json.dumps(value, indent=2, ensure_ascii=False))
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+def cli() -> None:
+    """Track PAVE inspection sessions and tell other systems when they change."""
+
+
+@cli.command()
+@click.argument("keys", nargs=-1)
+@click.option("--meta", multiple=True, metavar="NAME=VALUE", help="Metadata for every key.")
+@click.option("--email", metavar="ADDR", help="Shorthand for --meta email=ADDR.")
+@click.option("--file", "csv_file", type=click.Path(path_type=Path),
+              help="CSV with a session_key column; other columns become metadata.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def track(keys: tuple[str, ...], meta: tuple[str, ...], email: str | None,
+          csv_file: Path | None, as_json: bool) -> None:
+    """Start tracking session KEYS (idempotent)."""
+    metadata = dict(parse_meta_option(pair) for pair in meta)
+    if email is not None:
+        metadata["email"] = email
+    metadata = validate_metadata(metadata)
+    requests = [TrackRequest(validate_session_key(key), dict(metadata)) for key in keys]
+    if csv_file is not None:
+        for request in read_csv_requests(csv_file):
+            request.metadata = {**metadata, **request.metadata}
+            requests.append(request)
+    if not requests:
+        raise BadInput("nothing to track: give session keys or --file")
+
+    settings = get_settings()
+    with database(settings) as db:
+        summary = service.track_sessions(db=db, requests=requests, now=utcnow())
+    if as_json:
+        print_json(summary.__dict__)
+    else:
+        click.echo(f"tracking {len(merge_requests(requests))} session(s): "
+                   f"{summary.added} new, {summary.restarted} restarted, "
+                   f"{summary.updated} updated, {summary.unchanged} unchanged")
+
+
+@cli.command()
+@click.argument("keys", nargs=-1, required=True)
+def untrack(keys: tuple[str, ...]) -> None:
+    """Stop tracking session KEYS (tracking becomes `stopped`)."""
+    valid = [validate_session_key(key) for key in keys]
+    settings = get_settings()
+    with database(settings) as db:
+        stopped = service.untrack_sessions(db=db, keys=valid, now=utcnow())
+    click.echo(f"stopped {stopped} session(s)")
+
+
+@cli.command(name="list")
+@click.option("--tracking", type=click.Choice([state.value for state in Tracking]))
+@click.option("--status", help="PAVE status, as PAVE sends it (e.g. COMPLETE).")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many sessions.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def list_command(tracking: str | None, status: str | None, limit: int | None,
+                 as_json: bool) -> None:
+    """Tracked sessions, oldest first."""
+    settings = get_settings()
+    with database(settings) as db:
+        sessions = service.list_sessions(
+            db=db, tracking=Tracking(tracking) if tracking else None, status=status, limit=limit
+        )
+        rows = [session_summary(tracked) for tracked in sessions]
+    if as_json:
+        print_json(rows)
+        return
+    print_table(rows)
+
+
+def print_table(rows: Sequence[dict[str, Any]]) -> None:
+    columns = [("session_key", "SESSION"), ("status", "STATUS"), ("tracking", "TRACKING"),
+               ("polls", "POLLS"), ("last_polled_at", "LAST POLL"),
+               ("next_poll_at", "NEXT POLL"), ("last_error", "LAST ERROR")]
+    cells = [[header for _, header in columns]]
+    cells += [["" if row[name] is None else str(row[name])[:60] for name, _ in columns]
+              for row in rows]
+    widths = [max(len(line[i]) for line in cells) for i in range(len(columns))]
+    for line in cells:
+        click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths,
+                                                                        strict=True)).rstrip())
+    click.echo(f"{len(rows)} session(s)")
+
+
+@cli.command()
+@click.argument("key")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def show(key: str, as_json: bool) -> None:
+    """One session: fields, status history, deliveries."""
+    key = validate_session_key(key)
+    settings = get_settings()
+    with database(settings) as db:
+        tracked = service.find_session(db=db, session_key=key)
+        history = service.session_history(db=db, session_id=tracked.id)
+        # Deliveries arrive with the callbacks (outbox) feature; none exist yet.
+        detail = session_detail(tracked, history, deliveries=[])
+    if as_json:
+        print_json(detail)
+        return
+    for name in ("session_key", "status", "tracking", "inspect_started_at",
+                 "inspect_ended_at", "polls", "last_polled_at", "next_poll_at", "last_error"):
+        click.echo(f"{name + ':':<20}{'-' if detail[name] is None else detail[name]}")
+    vehicle = detail["vehicle"] or {}
+    described = " ".join(str(vehicle[part]) for part in ("year", "make", "model", "vin")
+                         if vehicle.get(part))
+    click.echo(f"{'vehicle:':<20}{described or '-'}")
+    click.echo(f"{'metadata:':<20}{json.dumps(detail['metadata']) if detail['metadata'] else '-'}")
+    click.echo("history:")
+    for change in detail["history"]:
+        click.echo(f"  {change['observed_at']}  {change['from'] or '(first seen)'} -> "
+                   f"{change['to']}")
+    if not detail["history"]:
+        click.echo("  (no status seen yet)")
+
+
+@cli.group()
+def db() -> None:
+    """Database schema."""
+
+
+@db.command()
+def upgrade() -> None:
+    """Apply every migration (Procfile's release step)."""
+    upgrade_database(get_settings())
+    click.echo("database is up to date")
+
+
+@cli.command()
+@click.option("--concurrency", type=click.IntRange(1, 64),
+              help="Worker processes (default: one per CPU).")
+@click.option("--loglevel", default="info",
+              type=click.Choice(["debug", "info", "warning", "error"]))
+def run(concurrency: int | None, loglevel: str) -> None:
+    """Run the worker and the beat in one process."""
+    settings = get_settings()
+    ensure_schema(settings)
+    from worker.celery_app import app
+
+    argv = ["worker", "--beat", f"--loglevel={loglevel.upper()}"]
+    if concurrency:
+        argv.append(f"--concurrency={concurrency}")
+    if settings.uses_embedded_broker:
+        # Mingle, gossip and heartbeats need fanout exchanges the SQL transport lacks.
+        argv += ["--without-mingle", "--without-gossip", "--without-heartbeat"]
+    app.worker_main(argv)
+
+
+@cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
+@click.option("--api-key", default="sim-api-key", show_default=True)
+@click.option("--username", default="sim-user", show_default=True)
+@click.option("--api-secret", default="sim-api-secret", show_default=True)
+@click.option("--api-token", default=None, help="Also accept this static API-Token.")
+@click.option("--sessions", "session_count", default=0, type=click.IntRange(0, 100_000),
+              help="Script this many sessions SIM-00001… with varied lifecycles.")
+@click.option("--speed", default=1.0, type=click.FloatRange(min=0.001),
+              help="Lifecycle steps take 1/SPEED of their scripted seconds.")
+def simulate(host: str, port: int, api_key: str, username: str, api_secret: str,
+             api_token: str | None, session_count: int, speed: float) -> None:
+    """Serve the PAVE simulator (GET /v1/sessions/{key}) for integrators' own tests."""
+    import uvicorn
+
+    from worker.pave.simulator import LIFECYCLES, Simulator, scaled
+
+    simulator = Simulator(api_key=api_key, username=username, api_secret=api_secret,
+                          api_token=api_token)
+    names = list(LIFECYCLES)
+    for number in range(1, session_count + 1):
+        simulator.add_session(f"SIM-{number:05d}",
+                              scaled(names[(number - 1) % len(names)], 1 / speed))
+    click.echo(f"PAVE simulator on http://{host}:{port}/v1 — script sessions with "
+               f"PUT /_simulator/sessions/KEY; see README", err=True)
+    uvicorn.run(simulator.app, host=host, port=port, log_level="warning", lifespan="off")
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point: turns every expected failure into one line and an exit status."""
+    try:
+        cli.main(args=list(argv) if argv is not None else None, prog_name=PROG,
+                 standalone_mode=False)
+    except click.exceptions.Exit as exc:
+        sys.exit(exc.exit_code)
+    except click.Abort:
+        fail("aborted", 1)
+    except click.ClickException as exc:
+        fail(exc.format_message(), exc.exit_code)
+    except BadInput as exc:
+        fail(str(exc), 2)
+    except PaveTrackerError as exc:
+        fail(str(exc), 1)
+    except (OperationalError, DBAPIError) as exc:
+        fail(f"database error: {first_line(exc.orig) if exc.orig else first_line(exc)}", 1)
+    sys.exit(0)
+
+
+def first_line(value: object) -> str:
+    text = str(value).strip()
+    return text.splitlines()[0] if text else type(value).__name__
+
+
+def fail(message: str, status: int) -> None:
+    click.echo(f"{PROG}: error: {first_line(message)}", err=True)
+    sys.exit(status)
+

@@ -1,0 +1,120 @@
+"""Tables: the tracked sessions and the history of their statuses."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from typing import Any
+
+from sqlalchemy import (
+    BigInteger,
+    Enum,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from worker.db import Base, JSONDocument, UTCDateTime
+
+# SQLite only auto-increments an INTEGER PRIMARY KEY; PostgreSQL gets a bigint.
+Id = BigInteger().with_variant(Integer(), "sqlite")
+
+
+class Tracking(enum.StrEnum):
+    """The tracker's own state of a session (SPEC, "Tracking states")."""
+
+    ACTIVE = "active"
+    DONE = "done"
+    NOT_FOUND = "not_found"
+    GAVE_UP = "gave_up"
+    STOPPED = "stopped"
+
+
+TrackingColumn = Enum(
+    Tracking,
+    name="tracking",
+    native_enum=False,
+    create_constraint=True,
+    length=16,
+    values_callable=lambda states: [state.value for state in states],
+)
+
+
+class TrackedSession(Base):
+    __tablename__ = "tracked_sessions"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    session_key: Mapped[str] = mapped_column(String(64), unique=True)
+    tracking: Mapped[Tracking] = mapped_column(TrackingColumn, default=Tracking.ACTIVE)
+
+    # What PAVE said, as it said it.
+    status: Mapped[str | None] = mapped_column(String(64))
+    pave_created_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    pave_updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    inspect_started_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    inspect_ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    vehicle: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+    options: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+
+    # What the dealer handed in with the key (`--meta`, `--email`, CSV columns).
+    user_metadata: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict)
+
+    # Polling bookkeeping.
+    poll_count: Mapped[int] = mapped_column(Integer, default=0)
+    last_polled_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # When the next poll is due. Leasing moves it to the lease's expiry, so a session
+    # whose worker died becomes due again by itself; NULL once tracking has ended.
+    next_poll_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    lease_token: Mapped[str | None] = mapped_column(String(36))
+    leased_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    consecutive_errors: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    not_found_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    tracked_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    finished_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    history: Mapped[list[StatusChange]] = relationship(
+        back_populates="session",
+        order_by="StatusChange.id",
+        cascade="all, delete-orphan",
+        passive_deletes=True,
+    )
+
+    __table_args__ = (
+        # "Which sessions are due" reads only active rows in next_poll_at order: a
+        # partial index keeps that cheap however many finished sessions pile up.
+        Index(
+            "ix_tracked_sessions_due",
+            "next_poll_at",
+            postgresql_where=text("tracking = 'active'"),
+            sqlite_where=text("tracking = 'active'"),
+        ),
+        Index("ix_tracked_sessions_status", "status"),
+        Index("ix_tracked_sessions_tracking", "tracking"),
+    )
+
+
+class StatusChange(Base):
+    """One observed change of PAVE status; the first status seen has `from_status` NULL."""
+
+    __tablename__ = "status_changes"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("tracked_sessions.id", ondelete="CASCADE"))
+    # The poll that saw the change. One poll records at most one change, so a poll
+    # applied twice cannot write its row twice: the constraint refuses it.
+    poll_number: Mapped[int] = mapped_column(Integer)
+    from_status: Mapped[str | None] = mapped_column(String(64))
+    to_status: Mapped[str] = mapped_column(String(64))
+    observed_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    pave_updated_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    session: Mapped[TrackedSession] = relationship(back_populates="history")
+
+    __table_args__ = (UniqueConstraint("session_id", "poll_number"),)

@@ -1,0 +1,124 @@
+"""The PAVE API client: one `httpx.AsyncClient`, typed errors, explicit timeouts.
+
+The transport is injectable: unit tests pass `httpx.MockTransport(handler)`, integration
+tests point `base_url` at the simulator on loopback.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+from collections.abc import Callable
+from types import TracebackType
+
+import httpx
+
+from worker.errors import (
+    PaveAuthError,
+    PaveBadPayload,
+    PaveError,
+    PaveNotFound,
+    PaveRateLimited,
+    PaveServerError,
+    PaveTransportError,
+)
+from worker.pave.auth import PaveCredentials
+from worker.pave.payload import SessionSnapshot, parse_session
+
+MAX_BODY_BYTES = 2_000_000
+USER_AGENT = "pave-tracker"
+
+
+class PaveClient:
+    def __init__(
+        self,
+        *,
+        base_url: str,
+        credentials: PaveCredentials,
+        timeout: float = 10.0,
+        transport: httpx.AsyncBaseTransport | None = None,
+        max_connections: int = 100,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self._credentials = credentials
+        self._clock = clock
+        self._http = httpx.AsyncClient(
+            base_url=base_url.rstrip("/") + "/",
+            transport=transport,
+            # Connecting should be quick; PAVE gets the whole budget to answer.
+            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
+            limits=httpx.Limits(
+                max_connections=max_connections, max_keepalive_connections=max_connections
+            ),
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            follow_redirects=False,
+        )
+
+    async def __aenter__(self) -> PaveClient:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+    async def aclose(self) -> None:
+        await self._http.aclose()
+
+    async def get_session(self, session_key: str) -> SessionSnapshot:
+        """`GET /sessions/{key}`; raises a `PaveError` subclass for anything but a session."""
+        response = await self._get(f"sessions/{session_key}")
+        return parse_session(response.content, expected_key=session_key)
+
+    async def _get(self, path: str) -> httpx.Response:
+        headers = self._credentials.headers(self._clock())
+        try:
+            response = await self._http.get(path, headers=headers)
+        except httpx.TimeoutException as exc:
+            raise PaveTransportError(f"timed out ({type(exc).__name__})") from None
+        except httpx.TransportError as exc:
+            raise PaveTransportError(f"no answer ({type(exc).__name__}: {exc})") from None
+        raise_for_pave_status(response)
+        if len(response.content) > MAX_BODY_BYTES:
+            raise PaveBadPayload(f"answer larger than {MAX_BODY_BYTES} bytes")
+        return response
+
+
+def raise_for_pave_status(response: httpx.Response) -> None:
+    code = response.status_code
+    if 200 <= code < 300:
+        return
+    if code == 404:
+        raise PaveNotFound("PAVE does not know this session", status_code=code)
+    if code in (401, 403):
+        raise PaveAuthError(f"PAVE refused the credentials (HTTP {code})", status_code=code)
+    if code == 429:
+        retry_after = parse_retry_after(response.headers.get("Retry-After"))
+        raise PaveRateLimited("PAVE asked to slow down (HTTP 429)", retry_after=retry_after)
+    raise PaveServerError(f"PAVE answered HTTP {code}", status_code=code)
+
+
+def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> float | None:
+    """Seconds from a `Retry-After` header: delta-seconds or an HTTP date (RFC 9110)."""
+    if value is None or not value.strip():
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            moment = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError):
+            return None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=dt.UTC)
+        seconds = (moment - (now or dt.datetime.now(dt.UTC))).total_seconds()
+    if seconds != seconds or seconds in (float("inf"), float("-inf")):
+        return None
+    return max(0.0, seconds)
+
+
+__all__ = ["PaveClient", "PaveError", "parse_retry_after", "raise_for_pave_status"]

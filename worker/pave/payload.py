@@ -1,0 +1,133 @@
+"""Reading PAVE's session JSON, tolerant of every quirk `pave/README.md` lists.
+
+- PAVE's own sample is not valid JSON (a trailing comma): a strict parse is tried
+  first, then JSON5, which accepts trailing commas.
+- `odom_reading` may be an integer or a string with thousands separators ("100,945").
+- Timestamps carry microseconds and a `Z`, or not.
+- `vehicle` may be missing, null or partial; `inspect_*` times are null until they happen.
+- Statuses are stored as sent: an unknown one is data, not an error.
+- Fields we do not know are ignored.
+
+What cannot be read as a session at all raises `PaveBadPayload` with the reason.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import json5
+
+from worker.errors import PaveBadPayload
+
+MAX_STATUS_LENGTH = 64
+_INTEGER_VEHICLE_FIELDS = ("vehicle_id", "year", "odom_reading")
+_THOUSANDS = re.compile(r"[,\s_']")
+
+
+@dataclass(frozen=True)
+class SessionSnapshot:
+    """One answer from `GET /sessions/{key}`, reduced to what the tracker keeps."""
+
+    session_key: str
+    status: str
+    active: bool | None = None
+    created_at: dt.datetime | None = None
+    updated_at: dt.datetime | None = None
+    inspect_started_at: dt.datetime | None = None
+    inspect_ended_at: dt.datetime | None = None
+    vehicle: dict[str, Any] | None = None
+    options: dict[str, Any] | None = None
+
+
+def decode_json(body: bytes | str) -> Any:
+    """Strict JSON, else JSON5 (PAVE's published sample has a trailing comma)."""
+    try:
+        return json.loads(body)
+    except (ValueError, UnicodeDecodeError):
+        pass
+    try:
+        text = body.decode("utf-8") if isinstance(body, bytes) else body
+        return json5.loads(text)
+    except Exception as exc:  # json5 raises more than ValueError on some garbage
+        raise PaveBadPayload(f"not JSON: {_short(exc)}") from None
+
+
+def parse_session(body: bytes | str, *, expected_key: str | None = None) -> SessionSnapshot:
+    document = decode_json(body)
+    if not isinstance(document, dict):
+        raise PaveBadPayload(f"expected a JSON object, got {type(document).__name__}")
+
+    status = document.get("status")
+    if not isinstance(status, str) or not status.strip():
+        raise PaveBadPayload("no status in the session")
+    status = status.strip()
+    if len(status) > MAX_STATUS_LENGTH:
+        raise PaveBadPayload(f"status longer than {MAX_STATUS_LENGTH} characters")
+
+    session_key = document.get("session_key", expected_key)
+    if not isinstance(session_key, str):
+        raise PaveBadPayload("session_key is not a string")
+    if expected_key is not None and session_key != expected_key:
+        raise PaveBadPayload("the answer is for another session_key")
+
+    active = document.get("active")
+    return SessionSnapshot(
+        session_key=session_key,
+        status=status,
+        active=active if isinstance(active, bool) else None,
+        created_at=parse_timestamp(document.get("created_at")),
+        updated_at=parse_timestamp(document.get("updated_at")),
+        inspect_started_at=parse_timestamp(document.get("inspect_started_at")),
+        inspect_ended_at=parse_timestamp(document.get("inspect_ended_at")),
+        vehicle=normalise_vehicle(document.get("vehicle")),
+        options=document.get("options") if isinstance(document.get("options"), dict) else None,
+    )
+
+
+def parse_timestamp(value: object) -> dt.datetime | None:
+    """PAVE's UTC times, with or without microseconds and `Z`; anything else is None."""
+    if not isinstance(value, str) or not value.strip():
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value.strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return moment.replace(tzinfo=dt.UTC)
+    return moment.astimezone(dt.UTC)
+
+
+def parse_integer(value: object) -> int | None:
+    """An integer, or a string of one with thousands separators ("100,945")."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str):
+        digits = _THOUSANDS.sub("", value.strip())
+        if digits.isdecimal() and len(digits) <= 18:
+            return int(digits)
+    return None
+
+
+def normalise_vehicle(value: object) -> dict[str, Any] | None:
+    """Keep every field PAVE sent; make the documented integers integers where possible."""
+    if not isinstance(value, dict) or not value:
+        return None
+    vehicle = dict(value)
+    for name in _INTEGER_VEHICLE_FIELDS:
+        if name in vehicle and vehicle[name] is not None:
+            number = parse_integer(vehicle[name])
+            if number is not None:
+                vehicle[name] = number
+    return vehicle
+
+
+def _short(exc: BaseException) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__

@@ -1,0 +1,335 @@
+"""A faithful stand-in for PAVE's `GET /v1/sessions/{key}`, served on loopback.
+
+It checks PAVE's authentication exactly as `pave/README.md` documents it (401 on a
+missing header, a wrong key, a wrong token or a timestamp more than five minutes off),
+moves each session through a scripted lifecycle in real time, and answers with payloads
+shaped like PAVE's published sample, quirks included: microsecond timestamps, the
+odometer as a string with a comma, no vehicle until the VIN is captured, and (per
+session) the sample's trailing comma.
+
+Tests and integrators script it through a small control API under `/_simulator/`
+(no authentication; it exists only in the simulator), or in-process through
+`Simulator.add_session()`. Every answer it gives to a session poll is logged, so a test
+can compare what the tracker recorded with what it was served.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hmac
+import json
+import threading
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from worker.pave.auth import TIMESTAMP_FORMAT, sign_token
+
+TOKEN_LIFETIME = dt.timedelta(minutes=5)
+INSPECTION_STARTED = {"STARTED", "PROCESS", "QC_PASSED", "CONFIRM", "COMPLETE"}
+INSPECTION_ENDED = {"QC_PASSED", "CONFIRM", "COMPLETE"}
+VIN_CAPTURED = {"QC_PASSED", "CONFIRM", "COMPLETE", "INVALID"}
+
+Step = tuple[str, float | None]
+
+# Scripted lifecycles, in seconds per step (`None`: the status stays). `scaled()` makes
+# them as fast as a test or demo wants.
+LIFECYCLES: dict[str, list[Step]] = {
+    "complete": [("IDLE", 4), ("STARTED", 2), ("PROCESS", 3), ("QC_PASSED", 2),
+                 ("CONFIRM", 2), ("COMPLETE", None)],
+    "skips_to_complete": [("IDLE", 3), ("PROCESS", 2), ("COMPLETE", None)],
+    "expired": [("IDLE", 6), ("EXPIRED", None)],
+    "invalid": [("IDLE", 2), ("STARTED", 2), ("PROCESS", 2), ("INVALID", None)],
+    "unknown_status": [("IDLE", 2), ("PROCESSING", 2), ("WAITING CONFIRM", 2),
+                       ("COMPLETE", None)],
+    "idle_forever": [("IDLE", None)],
+}
+
+SAMPLE_VEHICLE: dict[str, Any] = {
+    "vehicle_id": 19880,
+    "vin": "5N1AT2MV0HCXXXXXX",
+    "year": 2017,
+    "make": "Nissan",
+    "model": "Rogue",
+    "body_type": "Wagon 4 Dr.",
+    "trim": "AWD 4dr S *Ltd Avail*",
+    "transmission": "AUTOMATIC",
+    "drivetrain": "All Wheel Drive",
+    "engine_type": "4 Cylinder Engine",
+    "fuel_type": "Gasoline Fuel",
+    "ext_col": "Glacier White",
+    "int_col": "Black",
+    "odom_reading": "100,945",
+    "odom_unit": "KILOMETRES",
+}
+
+
+def scaled(name: str, factor: float) -> list[Step]:
+    return [(status, None if seconds is None else seconds * factor)
+            for status, seconds in LIFECYCLES[name]]
+
+
+def pave_time(moment: dt.datetime) -> str:
+    """PAVE's timestamp form: microseconds and a `Z`."""
+    return moment.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+@dataclass
+class Served:
+    at: dt.datetime
+    status: str | None  # None: answered 404
+
+
+@dataclass
+class SimulatedSession:
+    session_key: str
+    lifecycle: list[Step]
+    created_at: dt.datetime
+    not_found_for: float = 0.0
+    trailing_comma: bool = False
+    served: list[Served] = field(default_factory=list)
+
+    def step_at(self, now: dt.datetime) -> tuple[str, dt.datetime] | None:
+        """(status, when it began) at `now`, or None while PAVE would still answer 404."""
+        elapsed = (now - self.created_at).total_seconds()
+        if elapsed < self.not_found_for:
+            return None
+        began = self.created_at
+        for status, seconds in self.lifecycle:
+            if seconds is None or now < began + dt.timedelta(seconds=seconds):
+                return status, began
+            began += dt.timedelta(seconds=seconds)
+        return self.lifecycle[-1][0], began
+
+    def first_reached(self, statuses: set[str], now: dt.datetime) -> dt.datetime | None:
+        began = self.created_at
+        for status, seconds in self.lifecycle:
+            if began > now:
+                return None
+            if status in statuses:
+                return began
+            if seconds is None:
+                return None
+            began += dt.timedelta(seconds=seconds)
+        return None
+
+    def payload(self, now: dt.datetime) -> dict[str, Any] | None:
+        current = self.step_at(now)
+        if current is None:
+            return None
+        status, updated_at = current
+        started = self.first_reached(INSPECTION_STARTED, now)
+        ended = self.first_reached(INSPECTION_ENDED, now)
+        body: dict[str, Any] = {
+            "session_key": self.session_key,
+            "theme": "PRO",
+            "active": status not in {"EXPIRED", "INVALID"},
+            "status": status,
+            "redirect_url": f"https://dev.paveinspect.com/valet/{self.session_key}/?l=en",
+            "inspect_started_at": pave_time(started) if started else None,
+            "inspect_ended_at": pave_time(ended) if ended else None,
+            "created_at": pave_time(self.created_at),
+            "updated_at": pave_time(updated_at),
+            "language": "EN",
+            "options": {
+                "client_id": "SOUTH234889",
+                "sms": {"to": "647-455-XXXX", "to_name": "Jane Smith",
+                        "from": "647-422-XXXX", "by": "Steve's Test Dealer"},
+            },
+        }
+        if status in VIN_CAPTURED:
+            body["vehicle"] = dict(SAMPLE_VEHICLE)
+        elif status == "PROCESS":
+            body["vehicle"] = {"vin": SAMPLE_VEHICLE["vin"]}
+        return body
+
+    def distinct_statuses_served(self) -> list[str]:
+        """The statuses served, consecutive repeats and 404s left out."""
+        statuses: list[str] = []
+        for answer in self.served:
+            if answer.status is not None and (not statuses or statuses[-1] != answer.status):
+                statuses.append(answer.status)
+        return statuses
+
+
+def render(body: dict[str, Any], *, trailing_comma: bool) -> bytes:
+    text = json.dumps(body, indent=4)
+    if trailing_comma:
+        # The published sample's own defect: a comma before the closing brace.
+        text = text[: text.rindex("}")].rstrip() + ",\n}"
+    return text.encode()
+
+
+class Simulator:
+    """PAVE's session endpoint with scripted sessions. Thread-safe."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str = "sim-api-key",
+        username: str = "sim-user",
+        api_secret: str | None = "sim-api-secret",
+        api_token: str | None = None,
+    ) -> None:
+        self.api_key = api_key
+        self.username = username
+        self.api_secret = api_secret
+        self.api_token = api_token
+        self._sessions: dict[str, SimulatedSession] = {}
+        self._unknown_served: dict[str, list[Served]] = {}
+        self._lock = threading.Lock()
+        self.rejected_auth = 0
+        self.app = Starlette(
+            routes=[
+                Route("/v1/sessions/{key}", self._get_session, methods=["GET"]),
+                Route("/_simulator/sessions/{key}", self._put_session, methods=["PUT"]),
+                Route("/_simulator/sessions/{key}/served", self._get_served, methods=["GET"]),
+            ]
+        )
+
+    # -- scripting ----------------------------------------------------------------
+    def add_session(
+        self,
+        session_key: str,
+        lifecycle: Sequence[Step],
+        *,
+        not_found_for: float = 0.0,
+        trailing_comma: bool = False,
+        created_at: dt.datetime | None = None,
+    ) -> SimulatedSession:
+        if not lifecycle:
+            raise ValueError("a lifecycle needs at least one step")
+        session = SimulatedSession(
+            session_key=session_key,
+            lifecycle=list(lifecycle),
+            created_at=created_at or dt.datetime.now(dt.UTC),
+            not_found_for=not_found_for,
+            trailing_comma=trailing_comma,
+        )
+        with self._lock:
+            self._sessions[session_key] = session
+        return session
+
+    def session(self, session_key: str) -> SimulatedSession:
+        with self._lock:
+            return self._sessions[session_key]
+
+    def served(self, session_key: str) -> list[Served]:
+        """Every answer given for this key (including 404s for unknown keys)."""
+        with self._lock:
+            if session_key in self._sessions:
+                return list(self._sessions[session_key].served)
+            return list(self._unknown_served.get(session_key, []))
+
+    # -- authentication -------------------------------------------------------------
+    def authorised(self, headers: Any, now: dt.datetime) -> bool:
+        key = headers.get("API-Key")
+        token = headers.get("API-Token")
+        timestamp = headers.get("API-Timestamp")
+        if not key or not token or not timestamp:
+            return False
+        if not hmac.compare_digest(key, self.api_key):
+            return False
+        try:
+            sent = dt.datetime.strptime(timestamp, TIMESTAMP_FORMAT).replace(tzinfo=dt.UTC)
+        except ValueError:
+            return False
+        if abs(now - sent) > TOKEN_LIFETIME:
+            return False
+        if self.api_secret is not None:
+            expected = sign_token(username=self.username, api_key=self.api_key,
+                                  api_secret=self.api_secret, timestamp=timestamp)
+            if hmac.compare_digest(token, expected):
+                return True
+        return self.api_token is not None and hmac.compare_digest(token, self.api_token)
+
+    # -- HTTP -----------------------------------------------------------------------
+    async def _get_session(self, request: Request) -> Response:
+        now = dt.datetime.now(dt.UTC)
+        key = request.path_params["key"]
+        if not self.authorised(request.headers, now):
+            with self._lock:
+                self.rejected_auth += 1
+            return JSONResponse({"message": "Unauthenticated."}, status_code=401)
+        with self._lock:
+            session = self._sessions.get(key)
+            body = session.payload(now) if session else None
+            log = session.served if session else self._unknown_served.setdefault(key, [])
+            log.append(Served(at=now, status=body["status"] if body else None))
+        if body is None or session is None:
+            return JSONResponse({"message": f"Session {key} cannot be found."}, status_code=404)
+        return Response(render(body, trailing_comma=session.trailing_comma),
+                        media_type="application/json")
+
+    async def _put_session(self, request: Request) -> Response:
+        key = request.path_params["key"]
+        try:
+            spec = await request.json()
+            lifecycle = [(str(status), None if seconds is None else float(seconds))
+                         for status, seconds in spec["lifecycle"]]
+            self.add_session(
+                key,
+                lifecycle,
+                not_found_for=float(spec.get("not_found_for", 0)),
+                trailing_comma=bool(spec.get("trailing_comma", False)),
+            )
+        except (ValueError, KeyError, TypeError) as exc:
+            return JSONResponse({"message": f"bad lifecycle: {exc}"}, status_code=400)
+        return JSONResponse({"session_key": key}, status_code=201)
+
+    async def _get_served(self, request: Request) -> Response:
+        key = request.path_params["key"]
+        answers = self.served(key)
+        return JSONResponse({
+            "session_key": key,
+            "served": [{"at": pave_time(a.at), "status": a.status} for a in answers],
+        })
+
+
+class ServerThread:
+    """Runs an ASGI app with uvicorn on loopback in a background thread."""
+
+    def __init__(self, app: Any, *, host: str = "127.0.0.1", port: int = 0) -> None:
+        config = uvicorn.Config(app, host=host, port=port, log_level="warning",
+                                lifespan="off", access_log=False)
+        self.server = uvicorn.Server(config)
+        self.thread = threading.Thread(target=self.server.run, daemon=True)
+        self.host = host
+
+    @property
+    def port(self) -> int:
+        port: int = self.server.servers[0].sockets[0].getsockname()[1]
+        return port
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    def start(self) -> None:
+        self.thread.start()
+        while not self.server.started:
+            if not self.thread.is_alive():
+                raise RuntimeError("the server did not start (is the port taken?)")
+            threading.Event().wait(0.01)
+
+    def stop(self) -> None:
+        self.server.should_exit = True
+        self.thread.join(timeout=10)
+
+
+@contextmanager
+def running_simulator(simulator: Simulator, *, port: int = 0) -> Iterator[str]:
+    """Serve `simulator` on loopback; yields PAVE_API_URL (ending in `/v1`)."""
+    server = ServerThread(simulator.app, port=port)
+    server.start()
+    try:
+        yield f"{server.url}/v1"
+    finally:
+        server.stop()

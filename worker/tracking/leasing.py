@@ -1,0 +1,94 @@
+"""Leasing due sessions, so that no two workers poll one session at the same time.
+
+A lease is a token and an expiry on the session row. Leasing also moves `next_poll_at`
+to the expiry: a session whose worker died falls due again by itself once the lease
+has run out, and the due query stays one range scan on a partial index.
+
+Two steps make a poll message safe to deliver twice. The beat tick leases a batch
+under a dispatch token; the poll work then claims it by swapping that token for its
+own (compare-and-swap), so only one delivery of a message goes on to call PAVE, and
+only the claimant's token lets it record the result.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Sequence
+
+from sqlalchemy import select, text, update
+from sqlalchemy.orm import Session
+
+from worker.models import TrackedSession
+
+# A literal, not a bound parameter: PostgreSQL can only use the partial index
+# `ix_tracked_sessions_due` when it can see the predicate at planning time.
+IS_ACTIVE = text("tracked_sessions.tracking = 'active'")
+
+
+def new_token() -> str:
+    return str(uuid.uuid4())
+
+
+def lease_due_sessions(
+    *, db: Session, now: dt.datetime, limit: int, lease_seconds: float
+) -> tuple[str, list[int]]:
+    """Lease up to `limit` sessions due at `now`, oldest first; returns (token, ids).
+
+    On PostgreSQL, FOR UPDATE SKIP LOCKED lets two dispatchers run at once without
+    waiting for or double-leasing each other's rows. SQLite has no row locks: BEGIN
+    IMMEDIATE (see `worker.db`) serialises writers, so the second one sees the first
+    one's leases already moved into the future.
+    """
+    token = new_token()
+    expires = now + dt.timedelta(seconds=lease_seconds)
+    due = (
+        select(TrackedSession.id)
+        .where(IS_ACTIVE, TrackedSession.next_poll_at <= now)
+        .order_by(TrackedSession.next_poll_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    leased = db.execute(
+        update(TrackedSession)
+        .where(TrackedSession.id.in_(due.scalar_subquery()))
+        .values(lease_token=token, leased_until=expires, next_poll_at=expires)
+        .returning(TrackedSession.id)
+        .execution_options(synchronize_session=False)
+    )
+    return token, [row_id for (row_id,) in leased]
+
+
+def claim_leased_sessions(
+    *, db: Session, ids: Sequence[int], lease_token: str
+) -> tuple[str, list[tuple[int, str]]]:
+    """Swap the dispatch token for a claim token; returns (claim, [(id, key)]).
+
+    Rows whose token has changed (claimed already, re-leased, untracked) are left out.
+    """
+    claim = new_token()
+    claimed = db.execute(
+        update(TrackedSession)
+        .where(
+            TrackedSession.id.in_(list(ids)),
+            TrackedSession.lease_token == lease_token,
+            IS_ACTIVE,
+        )
+        .values(lease_token=claim)
+        .returning(TrackedSession.id, TrackedSession.session_key)
+        .execution_options(synchronize_session=False)
+    )
+    return claim, [(row_id, key) for row_id, key in claimed]
+
+
+def load_claimed_sessions(
+    *, db: Session, ids: Sequence[int], claim: str
+) -> list[TrackedSession]:
+    """The claimed rows, locked until the transaction ends, if the claim still holds."""
+    return list(
+        db.scalars(
+            select(TrackedSession)
+            .where(TrackedSession.id.in_(list(ids)), TrackedSession.lease_token == claim)
+            .with_for_update()
+        )
+    )

@@ -1,0 +1,167 @@
+"""Poll work: the beat tick's dispatch, and polling one leased batch.
+
+Plain functions: they know nothing of Celery. `worker.tasks` wraps them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import threading
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+from pydantic import SecretStr
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker.config import Settings
+from worker.db import utcnow
+from worker.errors import PaveError
+from worker.pave.auth import PaveCredentials
+from worker.pave.client import PaveClient
+from worker.tracking.leasing import (
+    claim_leased_sessions,
+    lease_due_sessions,
+    load_claimed_sessions,
+)
+from worker.tracking.observations import Outcome, apply_observation
+
+Fetch = Callable[[Sequence[str]], Mapping[str, Outcome]]
+Enqueue = Callable[[list[int], str], None]
+
+
+@dataclass(frozen=True)
+class PollReport:
+    claimed: int
+    recorded: int
+    changes: int
+
+
+def dispatch_due_polls(
+    *, sessions: sessionmaker[Session], settings: Settings, enqueue: Enqueue
+) -> int:
+    """Lease what is due and hand it out in batches; returns how many were leased.
+
+    Safe to run twice at once (two beats): each run leases different rows. If the
+    broker loses the messages, the leases expire and a later tick hands them out again.
+    """
+    with sessions.begin() as db:
+        token, ids = lease_due_sessions(
+            db=db, now=utcnow(), limit=settings.dispatch_max,
+            lease_seconds=settings.lease_seconds,
+        )
+    size = settings.poll_batch_size
+    for start in range(0, len(ids), size):
+        enqueue(ids[start : start + size], token)
+    return len(ids)
+
+
+def poll_leased_sessions(
+    *,
+    ids: Sequence[int],
+    lease_token: str,
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    fetch: Fetch,
+    rng: random.Random | None = None,
+) -> PollReport:
+    """Claim a leased batch, ask PAVE about each session, record every outcome."""
+    rng = rng or random.Random()
+    with sessions.begin() as db:
+        claim, claimed = claim_leased_sessions(db=db, ids=ids, lease_token=lease_token)
+    if not claimed:
+        return PollReport(claimed=0, recorded=0, changes=0)
+
+    outcomes = fetch([key for _, key in claimed])
+
+    changes = 0
+    with sessions.begin() as db:
+        tracked_sessions = load_claimed_sessions(
+            db=db, ids=[row_id for row_id, _ in claimed], claim=claim
+        )
+        now = utcnow()
+        for tracked in tracked_sessions:
+            change = apply_observation(
+                db=db, tracked=tracked, outcome=outcomes[tracked.session_key],
+                now=now, settings=settings, rng=rng,
+            )
+            changes += change is not None
+    return PollReport(claimed=len(claimed), recorded=len(tracked_sessions), changes=changes)
+
+
+def credentials_from(settings: Settings) -> PaveCredentials:
+    return PaveCredentials(
+        api_key=_reveal(settings.pave_api_key) or "",
+        username=settings.pave_username,
+        api_secret=_reveal(settings.pave_api_secret),
+        api_token=_reveal(settings.pave_api_token),
+    )
+
+
+def _reveal(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret is not None else None
+
+
+async def fetch_sessions(
+    client: PaveClient, keys: Sequence[str], *, concurrency: int
+) -> dict[str, Outcome]:
+    """Ask PAVE about every key, at most `concurrency` requests at once."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(key: str) -> Outcome:
+        async with gate:
+            try:
+                return await client.get_session(key)
+            except PaveError as error:
+                return error
+
+    results = await asyncio.gather(*(one(key) for key in keys))
+    return dict(zip(keys, results, strict=True))
+
+
+class PollRuntime:
+    """One event loop and one keep-alive PAVE client, kept for the life of a process.
+
+    An `httpx.AsyncClient` belongs to the loop that created it, so a fresh
+    `asyncio.run()` per task could not reuse its connections; an `asyncio.Runner` kept
+    open can.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self._runner = asyncio.Runner()
+        self._client: PaveClient | None = None
+
+    def fetch(self, keys: Sequence[str]) -> dict[str, Outcome]:
+        return self._runner.run(self._fetch(keys))
+
+    async def _fetch(self, keys: Sequence[str]) -> dict[str, Outcome]:
+        if self._client is None:
+            self._client = PaveClient(
+                base_url=self.settings.pave_api_url,
+                credentials=credentials_from(self.settings),
+                timeout=self.settings.pave_timeout,
+                max_connections=self.settings.poll_concurrency,
+            )
+        return await fetch_sessions(
+            self._client, keys, concurrency=self.settings.poll_concurrency
+        )
+
+    def close(self) -> None:
+        if self._client is not None:
+            self._runner.run(self._client.aclose())
+        self._runner.close()
+
+
+_local = threading.local()
+
+
+def poll_runtime(settings: Settings) -> PollRuntime:
+    """This thread's runtime; a forked child (Celery prefork) makes its own."""
+    runtime: PollRuntime | None = getattr(_local, "runtime", None)
+    if runtime is None or getattr(_local, "pid", None) != os.getpid():
+        runtime = PollRuntime(settings)
+        _local.runtime = runtime
+        _local.pid = os.getpid()
+    return runtime

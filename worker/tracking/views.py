@@ -1,0 +1,52 @@
+"""Sessions as JSON, in SPEC's `show --json` shape."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from worker.models import StatusChange, TrackedSession
+
+
+def iso(moment: dt.datetime | None) -> str | None:
+    """UTC with a `Z`; milliseconds only when there are any."""
+    if moment is None:
+        return None
+    moment = moment.astimezone(dt.UTC)
+    if moment.microsecond:
+        return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+    return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def session_summary(tracked: TrackedSession) -> dict[str, Any]:
+    """The object `list --json` prints: `show --json` without history and deliveries."""
+    return {
+        "session_key": tracked.session_key,
+        "status": tracked.status,
+        "tracking": tracked.tracking.value,
+        "inspect_started_at": iso(tracked.inspect_started_at),
+        "inspect_ended_at": iso(tracked.inspect_ended_at),
+        "vehicle": tracked.vehicle,
+        "metadata": tracked.user_metadata,
+        "polls": tracked.poll_count,
+        "last_polled_at": iso(tracked.last_polled_at),
+        "next_poll_at": iso(tracked.next_poll_at),
+        "last_error": tracked.last_error,
+    }
+
+
+def history_entry(change: StatusChange) -> dict[str, Any]:
+    return {"from": change.from_status, "to": change.to_status,
+            "observed_at": iso(change.observed_at)}
+
+
+def session_detail(
+    tracked: TrackedSession,
+    history: list[StatusChange],
+    deliveries: list[dict[str, Any]],
+) -> dict[str, Any]:
+    return {
+        **session_summary(tracked),
+        "history": [history_entry(change) for change in history],
+        "deliveries": deliveries,
+    }
