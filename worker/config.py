@@ -7,6 +7,7 @@ a message that names the variable and never repeats the value (it may be a secre
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from typing import Annotated
 
@@ -20,6 +21,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from worker.errors import SettingsError
 
@@ -88,8 +91,15 @@ class Settings(BaseSettings):
         for prefix in ("postgres://", "postgresql://"):
             if value.startswith(prefix):
                 return "postgresql+psycopg://" + value[len(prefix) :]
-        if "://" not in value:
-            raise ValueError("must be a SQLAlchemy URL such as sqlite:///file.db")
+        try:
+            url = make_url(value)
+        except ArgumentError:
+            raise ValueError("must be a SQLAlchemy URL such as sqlite:///file.db") from None
+        if url.drivername.startswith("sqlite") and url.database not in (None, "", ":memory:"):
+            # Pinned to the folder it was read in: every process then means the same file.
+            return url.set(database=os.path.abspath(url.database)).render_as_string(
+                hide_password=False
+            )
         return value
 
     @model_validator(mode="after")

@@ -24,6 +24,8 @@ import json5
 from worker.errors import PaveBadPayload
 
 MAX_STATUS_LENGTH = 64
+# JSON5 is pure Python and slow: only bodies of a session's size get the lenient retry.
+LENIENT_PARSE_LIMIT = 100_000
 _INTEGER_VEHICLE_FIELDS = ("vehicle_id", "year", "odom_reading")
 _THOUSANDS = re.compile(r"[,\s_']")
 
@@ -47,8 +49,10 @@ def decode_json(body: bytes | str) -> Any:
     """Strict JSON, else JSON5 (PAVE's published sample has a trailing comma)."""
     try:
         return json.loads(body)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
         pass
+    if len(body) > LENIENT_PARSE_LIMIT:
+        raise PaveBadPayload("not JSON (and too large to read leniently)")
     try:
         text = body.decode("utf-8") if isinstance(body, bytes) else body
         return json5.loads(text)

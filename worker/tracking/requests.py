@@ -74,7 +74,7 @@ def read_csv_requests(path: Path) -> list[TrackRequest]:
 
 
 def _rows(text: str, name: str) -> Iterator[TrackRequest]:
-    reader = csv.reader(io.StringIO(text, newline=""))
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
     try:
         header = next(reader, None)
         if header is None:

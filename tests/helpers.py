@@ -1,0 +1,30 @@
+"""Small builders shared by the tests."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker.db import utcnow
+from worker.models import TrackedSession, Tracking
+from worker.tracking.requests import TrackRequest
+from worker.tracking.service import track_sessions
+
+
+def track(sessions: sessionmaker[Session], *keys: str, now: dt.datetime | None = None) -> None:
+    with sessions.begin() as db:
+        track_sessions(db=db, requests=[TrackRequest(key) for key in keys],
+                       now=now or utcnow())
+
+
+def add_session(db: Session, key: str, **fields: Any) -> TrackedSession:
+    now = utcnow()
+    values: dict[str, Any] = {"session_key": key, "tracking": Tracking.ACTIVE,
+                              "user_metadata": {}, "poll_count": 0, "consecutive_errors": 0,
+                              "tracked_at": now, "next_poll_at": now, **fields}
+    tracked = TrackedSession(**values)
+    db.add(tracked)
+    db.flush()
+    return tracked

@@ -1,0 +1,198 @@
+"""The command line, run in-process on the embedded SQLite database in a scratch folder."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from worker.cli import main
+from worker.config import get_settings
+
+
+@pytest.fixture(autouse=True)
+def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    monkeypatch.chdir(tmp_path)
+    for name in ("DATABASE_URL", "BROKER_URL", "REDIS_URL", "POLL_INTERVAL"):
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+
+
+def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    get_settings.cache_clear()
+    with pytest.raises(SystemExit) as exited:
+        main(list(args))
+    out, err = capsys.readouterr()
+    return int(exited.value.code or 0), out, err
+
+
+def assert_refused(result: tuple[int, str, str], reason: str) -> None:
+    status, out, err = result
+    assert status == 2, err
+    assert err.count("\n") == 1 and err.startswith("pave-tracker: error: "), err
+    assert reason in err
+
+
+def test_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    status, out, _ = cli(capsys, "--help")
+    assert status == 0
+    for command in ("track", "untrack", "list", "show", "db", "run", "simulate"):
+        assert command in out
+
+
+def test_track_list_show_untrack(capsys: pytest.CaptureFixture[str], scratch: Path) -> None:
+    status, out, _ = cli(capsys, "track", "ABC-1", "ABC-2", "--meta", "dealer=Main St",
+                         "--email", "jane@example.com")
+    assert status == 0 and "2 new" in out
+    status, out, _ = cli(capsys, "list", "--json")
+    rows = json.loads(out)
+    assert [row["session_key"] for row in rows] == ["ABC-1", "ABC-2"]
+    assert rows[0]["metadata"] == {"dealer": "Main St", "email": "jane@example.com"}
+    assert set(rows[0]) == {"session_key", "status", "tracking", "inspect_started_at",
+                            "inspect_ended_at", "vehicle", "metadata", "polls",
+                            "last_polled_at", "next_poll_at", "last_error"}
+    status, out, _ = cli(capsys, "show", "ABC-1", "--json")
+    shown = json.loads(out)
+    assert set(shown) == set(rows[0]) | {"history", "deliveries"}
+    assert shown["tracking"] == "active" and shown["history"] == []
+    status, out, _ = cli(capsys, "show", "ABC-1")
+    assert status == 0 and "ABC-1" in out and "history:" in out
+    status, out, _ = cli(capsys, "untrack", "ABC-1")
+    assert status == 0
+    status, out, _ = cli(capsys, "list", "--tracking", "stopped")
+    assert "ABC-1" in out and "ABC-2" not in out
+    assert (scratch / "pave-tracker.db").exists()
+
+
+def test_track_from_csv(capsys: pytest.CaptureFixture[str], scratch: Path) -> None:
+    (scratch / "keys.csv").write_text(
+        "\ufeffsession_key,email,stock\nABC-1,a@example.com,S1\n\nABC-2,,S2\n")
+    status, out, err = cli(capsys, "track", "--file", "keys.csv", "--meta", "source=csv")
+    assert status == 0, err
+    status, out, _ = cli(capsys, "list", "--json")
+    rows = {row["session_key"]: row["metadata"] for row in json.loads(out)}
+    assert rows == {"ABC-1": {"email": "a@example.com", "stock": "S1", "source": "csv"},
+                    "ABC-2": {"stock": "S2", "source": "csv"}}
+
+
+@pytest.mark.parametrize(
+    "args, reason",
+    [
+        (["track", "bad key"], "bad session key"),
+        (["track", "AB"], "bad session key"),
+        (["track", "A" * 65], "bad session key"),
+        (["track", "ABC-1", "../../etc/passwd"], "bad session key"),
+        (["track", "ABC-1", "ABC%2F1"], "bad session key"),
+        (["track"], "nothing to track"),
+        (["track", "ABC-1", "--meta", "novalue"], "expected NAME=VALUE"),
+        (["track", "ABC-1", "--meta", "=x"], "expected NAME=VALUE"),
+        (["track", "ABC-1", "--email", "not-an-address"], "bad email"),
+        (["track", "--file", "missing.csv"], "cannot read"),
+        (["untrack"], "Missing argument"),
+        (["untrack", "bad/key"], "bad session key"),
+        (["show", "bad key"], "bad session key"),
+        (["list", "--tracking", "sleeping"], "Invalid value"),
+        (["list", "--limit", "0"], "Invalid value"),
+        (["frobnicate"], "No such command"),
+        (["track", "ABC-1", "--colour"], "No such option"),
+    ],
+)
+def test_bad_arguments_exit_2_and_write_nothing(
+    capsys: pytest.CaptureFixture[str], scratch: Path, args: list[str], reason: str
+) -> None:
+    assert_refused(cli(capsys, *args), reason)
+    assert not (scratch / "pave-tracker.db").exists()
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b"", "the file is empty"),
+        (b"key,email\nABC-1,a@b.co\n", "line 1: no session_key column"),
+        (b"session_key,a,a\nABC-1,1,2\n", "line 1: a column name appears twice"),
+        (b"session_key\nABC-1\nnot valid!\n", "line 3: bad session key"),
+        (b"session_key,email\nABC-1,a@b.co\nABC-2,nope\n", "line 3: bad email"),
+        (b"session_key\nABC-1,extra\n", "line 2: more fields than the header"),
+        (b"session_key\n\xff\xfe\n", "not UTF-8"),
+        (b'session_key\n"ABC-1\n', "line 2: unexpected end of data"),
+        (b"session_key\nAB\x00C\n", "line 2"),
+    ],
+)
+def test_bad_csv_exits_2_with_the_line_and_writes_nothing(
+    capsys: pytest.CaptureFixture[str], scratch: Path, content: bytes, reason: str
+) -> None:
+    (scratch / "keys.csv").write_bytes(content)
+    assert_refused(cli(capsys, "track", "ABC-9", "--file", "keys.csv"), reason)
+    assert not (scratch / "pave-tracker.db").exists()
+
+
+@pytest.mark.parametrize(
+    "variable, value",
+    [
+        ("POLL_INTERVAL", "soon"),
+        ("POLL_INTERVAL", "-1"),
+        ("POLL_INTERVAL_IDLE", "0"),
+        ("DISPATCH_INTERVAL", "nan"),
+        ("NOT_FOUND_GRACE", "-5"),
+        ("POLL_MAX_AGE", ""),
+        ("TERMINAL_STATUSES", " , "),
+        ("PAVE_API_URL", "ftp://pave"),
+        ("DATABASE_URL", "pave.db"),
+        ("LEASE_SECONDS", "1"),
+    ],
+)
+def test_bad_settings_exit_2_naming_the_variable(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch, scratch: Path,
+    variable: str, value: str,
+) -> None:
+    monkeypatch.setenv(variable, value)
+    status, _, err = cli(capsys, "track", "ABC-1")
+    assert_refused((status, _, err), "bad setting")
+    assert variable in err or variable == "LEASE_SECONDS" and "LEASE_SECONDS" in err
+    assert not (scratch / "pave-tracker.db").exists()
+
+
+def test_a_bad_setting_never_echoes_a_secret(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("PAVE_API_SECRET", "super-secret-value")
+    monkeypatch.delenv("PAVE_USERNAME", raising=False)
+    status, out, err = cli(capsys, "track", "ABC-1")
+    assert status == 2 and "PAVE_USERNAME" in err
+    assert "super-secret-value" not in out + err
+
+
+def test_settings_from_a_dotenv_file(capsys: pytest.CaptureFixture[str], scratch: Path) -> None:
+    (scratch / ".env").write_text("DATABASE_URL=sqlite:///from-dotenv.db\n")
+    assert cli(capsys, "track", "ABC-1")[0] == 0
+    assert (scratch / "from-dotenv.db").exists()
+
+
+def test_unknown_session_in_show(capsys: pytest.CaptureFixture[str]) -> None:
+    assert_refused(cli(capsys, "show", "NOPE-1"), "not tracked: NOPE-1")
+
+
+def test_db_upgrade(capsys: pytest.CaptureFixture[str], scratch: Path) -> None:
+    status, out, _ = cli(capsys, "db", "upgrade")
+    assert status == 0 and (scratch / "pave-tracker.db").exists()
+
+
+@settings(max_examples=150, deadline=None,
+          suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(st.lists(st.text(max_size=80), min_size=1, max_size=4))
+def test_any_key_arguments_give_success_or_exit_2(
+    capsys: pytest.CaptureFixture[str], keys: list[str]
+) -> None:
+    keys = [key for key in keys if not key.startswith("-")]
+    if not keys:
+        return
+    status, _, err = cli(capsys, "track", *keys)
+    assert status in (0, 2), err
+    if status == 2:
+        assert err.count("\n") == 1

@@ -1,0 +1,158 @@
+"""Leases under concurrency, on SQLite and PostgreSQL: no session polled twice at once."""
+
+import datetime as dt
+import random
+import threading
+from collections.abc import Callable, Sequence
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.conftest import make_settings
+from tests.helpers import add_session
+from worker.db import utcnow
+from worker.models import StatusChange, TrackedSession
+from worker.pave.payload import SessionSnapshot
+from worker.tracking.leasing import claim_leased_sessions, lease_due_sessions
+from worker.tracking.observations import Outcome
+from worker.tracking.polling import dispatch_due_polls, poll_leased_sessions
+
+
+def lease(sessions: sessionmaker[Session], now: dt.datetime, limit: int = 1000,
+          seconds: float = 60) -> tuple[str, list[int]]:
+    with sessions.begin() as db:
+        return lease_due_sessions(db=db, now=now, limit=limit, lease_seconds=seconds)
+
+
+def test_only_due_active_sessions_are_leased_oldest_first(
+    sessions: sessionmaker[Session]
+) -> None:
+    now = utcnow()
+    with sessions.begin() as db:
+        late = add_session(db, "LATE-1", next_poll_at=now - dt.timedelta(seconds=5)).id
+        later = add_session(db, "LATE-2", next_poll_at=now - dt.timedelta(seconds=50)).id
+        add_session(db, "FUTURE-1", next_poll_at=now + dt.timedelta(seconds=5))
+        add_session(db, "DONE-1", next_poll_at=None, tracking="done")
+        add_session(db, "STOP-1", next_poll_at=now - dt.timedelta(seconds=5), tracking="stopped")
+    token, ids = lease(sessions, now, limit=1)
+    assert ids == [later]
+    _, ids = lease(sessions, now)
+    assert ids == [late]
+    assert lease(sessions, now)[1] == []
+
+
+def test_an_expired_lease_is_leased_again(sessions: sessionmaker[Session]) -> None:
+    now = utcnow()
+    with sessions.begin() as db:
+        session_id = add_session(db, "ABC-1", next_poll_at=now).id
+    first_token, ids = lease(sessions, now, seconds=30)
+    assert ids == [session_id]
+    assert lease(sessions, now + dt.timedelta(seconds=29))[1] == []
+    second_token, ids = lease(sessions, now + dt.timedelta(seconds=31))
+    assert ids == [session_id] and second_token != first_token
+
+
+def test_a_batch_is_claimed_once(sessions: sessionmaker[Session]) -> None:
+    now = utcnow()
+    with sessions.begin() as db:
+        add_session(db, "ABC-1", next_poll_at=now)
+    token, ids = lease(sessions, now)
+    with sessions.begin() as db:
+        _, claimed = claim_leased_sessions(db=db, ids=ids, lease_token=token)
+    with sessions.begin() as db:
+        _, again = claim_leased_sessions(db=db, ids=ids, lease_token=token)
+    assert [key for _, key in claimed] == ["ABC-1"] and again == []
+
+
+def test_two_dispatchers_at_once_never_lease_a_session_twice(
+    sessions: sessionmaker[Session]
+) -> None:
+    with sessions.begin() as db:
+        for number in range(400):
+            add_session(db, f"KEY-{number:04d}", next_poll_at=utcnow())
+    results: list[list[int]] = []
+    barrier = threading.Barrier(4)
+
+    def dispatcher() -> None:
+        barrier.wait()
+        leased: list[int] = []
+        while True:
+            _, ids = lease(sessions, utcnow(), limit=25)
+            if not ids:
+                break
+            leased += ids
+        results.append(leased)
+
+    threads = [threading.Thread(target=dispatcher) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    everything = [session_id for leased in results for session_id in leased]
+    assert len(everything) == 400 == len(set(everything))
+    assert sum(1 for leased in results if leased) >= 2  # they really ran side by side
+
+
+def fake_fetch(status: str) -> Callable[[Sequence[str]], dict[str, Outcome]]:
+    def fetch(keys: Sequence[str]) -> dict[str, Outcome]:
+        return {key: SessionSnapshot(session_key=key, status=status) for key in keys}
+    return fetch
+
+
+def test_a_poll_message_delivered_twice_polls_and_records_once(
+    database_url: str, sessions: sessionmaker[Session]
+) -> None:
+    settings = make_settings(database_url)
+    with sessions.begin() as db:
+        add_session(db, "ABC-1")
+    sent: list[tuple[list[int], str]] = []
+    dispatch_due_polls(sessions=sessions, settings=settings,
+                       enqueue=lambda ids, token: sent.append((ids, token)))
+    assert len(sent) == 1
+    fetched: list[str] = []
+
+    def counting_fetch(keys: Sequence[str]) -> dict[str, Outcome]:
+        fetched.extend(keys)
+        return fake_fetch("IDLE")(keys)
+
+    reports = []
+    barrier = threading.Barrier(2)
+
+    def deliver() -> None:
+        barrier.wait()
+        ids, token = sent[0]
+        reports.append(poll_leased_sessions(ids=ids, lease_token=token, sessions=sessions,
+                                            settings=settings, fetch=counting_fetch))
+
+    threads = [threading.Thread(target=deliver) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=30)
+    assert fetched == ["ABC-1"]
+    assert sorted(report.recorded for report in reports) == [0, 1]
+    with sessions() as db:
+        assert db.scalar(select(func.count()).select_from(StatusChange)) == 1
+        assert db.scalars(select(TrackedSession)).one().poll_count == 1
+
+
+def test_a_poll_that_outlived_its_lease_records_nothing(
+    database_url: str, sessions: sessionmaker[Session]
+) -> None:
+    """The slow worker's answer is dropped once another worker has re-leased the session."""
+    settings = make_settings(database_url, lease_seconds=20)
+    with sessions.begin() as db:
+        add_session(db, "ABC-1")
+    token, ids = lease(sessions, utcnow(), seconds=20)
+
+    def slow_fetch(keys: Sequence[str]) -> dict[str, Outcome]:
+        # While this worker waits on PAVE, its lease runs out and another takes over.
+        lease(sessions, utcnow() + dt.timedelta(seconds=21))
+        return fake_fetch("COMPLETE")(keys)
+
+    report = poll_leased_sessions(ids=ids, lease_token=token, sessions=sessions,
+                                  settings=settings, fetch=slow_fetch, rng=random.Random(0))
+    assert report.claimed == 1 and report.recorded == 0
+    with sessions() as db:
+        tracked = db.scalars(select(TrackedSession)).one()
+        assert tracked.status is None and tracked.poll_count == 0

@@ -1,0 +1,165 @@
+"""The PAVE client: unit cases on httpx.MockTransport, then the real simulator on loopback."""
+
+import asyncio
+import datetime as dt
+import json
+from collections.abc import Callable
+
+import httpx
+import pytest
+
+from worker.errors import (
+    PaveAuthError,
+    PaveBadPayload,
+    PaveNotFound,
+    PaveRateLimited,
+    PaveServerError,
+    PaveTransportError,
+)
+from worker.pave.auth import PaveCredentials
+from worker.pave.client import PaveClient, parse_retry_after
+from worker.pave.payload import SessionSnapshot
+from worker.pave.simulator import Simulator, scaled
+
+CREDENTIALS = PaveCredentials(api_key="sim-api-key", username="sim-user",
+                              api_secret="sim-api-secret")
+NOW = dt.datetime(2026, 11, 29, 12, 0, 0, tzinfo=dt.UTC)
+
+
+def get(handler: Callable[[httpx.Request], httpx.Response], key: str = "ABC-1",
+        **kwargs: object) -> SessionSnapshot:
+    async def call() -> SessionSnapshot:
+        async with PaveClient(base_url="https://pave.test/v1", credentials=CREDENTIALS,
+                              transport=httpx.MockTransport(handler), **kwargs) as client:
+            return await client.get_session(key)
+    return asyncio.run(call())
+
+
+def test_sends_the_three_headers_to_the_session_url() -> None:
+    seen: list[httpx.Request] = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        seen.append(request)
+        return httpx.Response(200, json={"session_key": "ABC-1", "status": "IDLE"})
+
+    snapshot = get(handler, clock=lambda: NOW)
+    assert snapshot.status == "IDLE"
+    request = seen[0]
+    assert str(request.url) == "https://pave.test/v1/sessions/ABC-1"
+    assert request.headers["API-Key"] == "sim-api-key"
+    assert request.headers["API-Timestamp"] == "2026-11-29T12:00:00Z"
+    assert request.headers["API-Token"] == CREDENTIALS.headers(NOW)["API-Token"]
+
+
+@pytest.mark.parametrize(
+    "response, error",
+    [
+        (httpx.Response(404, json={"message": "Session ABC-1 cannot be found."}), PaveNotFound),
+        (httpx.Response(401, json={"message": "Unauthenticated."}), PaveAuthError),
+        (httpx.Response(403, text="Forbidden"), PaveAuthError),
+        (httpx.Response(429, text="slow down"), PaveRateLimited),
+        (httpx.Response(500, text="boom"), PaveServerError),
+        (httpx.Response(502, html="<html>Bad Gateway</html>"), PaveServerError),
+        (httpx.Response(302, headers={"Location": "https://elsewhere"}), PaveServerError),
+        (httpx.Response(200, html="<html>maintenance</html>"), PaveBadPayload),
+        (httpx.Response(200, text='{"session_key": "ABC-1", "sta'), PaveBadPayload),
+        (httpx.Response(200, json={"session_key": "OTHER", "status": "IDLE"}), PaveBadPayload),
+    ],
+)
+def test_each_answer_maps_to_its_error(response: httpx.Response, error: type) -> None:
+    with pytest.raises(error) as caught:
+        get(lambda request: response)
+    assert caught.value.describe().startswith(error.kind)
+
+
+def test_rate_limit_carries_retry_after() -> None:
+    with pytest.raises(PaveRateLimited) as caught:
+        get(lambda request: httpx.Response(429, headers={"Retry-After": "17"}))
+    assert caught.value.retry_after == 17
+
+
+@pytest.mark.parametrize(
+    "exception",
+    [httpx.ConnectError("refused"), httpx.ReadTimeout("slow"), httpx.ConnectTimeout("slow"),
+     httpx.RemoteProtocolError("reset")],
+)
+def test_transport_failures(exception: Exception) -> None:
+    def handler(request: httpx.Request) -> httpx.Response:
+        raise exception
+
+    with pytest.raises(PaveTransportError):
+        get(handler)
+
+
+def test_oversized_answer_is_refused() -> None:
+    body = json.dumps({"session_key": "ABC-1", "status": "IDLE", "pad": "x" * 2_100_000})
+    with pytest.raises(PaveBadPayload, match="larger"):
+        get(lambda request: httpx.Response(200, text=body))
+
+
+def test_retry_after_forms() -> None:
+    assert parse_retry_after("120") == 120
+    assert parse_retry_after("1.5") == 1.5
+    assert parse_retry_after("-3") == 0
+    assert parse_retry_after("Sun, 29 Nov 2026 12:00:30 GMT", now=NOW) == 30
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after("") is None
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("nan") is None
+    assert parse_retry_after("inf") is None
+
+
+# -- against the simulator on loopback ------------------------------------------------
+
+def fetch(url: str, key: str, credentials: PaveCredentials = CREDENTIALS,
+          clock: Callable[[], dt.datetime] | None = None) -> SessionSnapshot:
+    async def call() -> SessionSnapshot:
+        kwargs = {"clock": clock} if clock else {}
+        async with PaveClient(base_url=url, credentials=credentials, timeout=5,
+                              **kwargs) as client:  # type: ignore[arg-type]
+            return await client.get_session(key)
+    return asyncio.run(call())
+
+
+def test_simulator_serves_a_session(simulator: Simulator, simulator_url: str) -> None:
+    simulator.add_session("ABC-1", scaled("complete", 0), trailing_comma=True)
+    snapshot = fetch(simulator_url, "ABC-1")
+    assert snapshot.status == "COMPLETE"
+    assert snapshot.vehicle and snapshot.vehicle["odom_reading"] == 100945
+
+
+def test_simulator_404s_unknown_keys(simulator_url: str) -> None:
+    with pytest.raises(PaveNotFound):
+        fetch(simulator_url, "NOPE-1")
+
+
+def test_simulator_refuses_a_wrong_secret(simulator: Simulator, simulator_url: str) -> None:
+    simulator.add_session("ABC-1", [("IDLE", None)])
+    wrong = PaveCredentials(api_key="sim-api-key", username="sim-user", api_secret="nope")
+    with pytest.raises(PaveAuthError):
+        fetch(simulator_url, "ABC-1", wrong)
+
+
+def test_simulator_refuses_a_stale_timestamp(simulator: Simulator, simulator_url: str) -> None:
+    simulator.add_session("ABC-1", [("IDLE", None)])
+    six_minutes_ago = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=6)
+    with pytest.raises(PaveAuthError):
+        fetch(simulator_url, "ABC-1", clock=lambda: six_minutes_ago)
+    four_minutes_ago = dt.datetime.now(dt.UTC) - dt.timedelta(minutes=4)
+    assert fetch(simulator_url, "ABC-1", clock=lambda: four_minutes_ago).status == "IDLE"
+
+
+def test_simulator_accepts_a_static_token() -> None:
+    from worker.pave.simulator import running_simulator
+
+    simulator = Simulator(api_key="k", api_secret=None, api_token="static-1")
+    simulator.add_session("ABC-1", [("IDLE", None)])
+    with running_simulator(simulator) as url:
+        assert fetch(url, "ABC-1", PaveCredentials(api_key="k", api_token="static-1")).status
+        with pytest.raises(PaveAuthError):
+            fetch(url, "ABC-1", PaveCredentials(api_key="k", api_token="static-2"))
+
+
+def test_refused_connection_is_a_transport_error() -> None:
+    with pytest.raises(PaveTransportError):
+        fetch("http://127.0.0.1:9/v1", "ABC-1")
