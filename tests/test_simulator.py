@@ -6,7 +6,7 @@ import json
 import httpx
 
 from worker.pave.auth import PaveCredentials
-from worker.pave.simulator import Simulator, SimulatedSession, render
+from worker.pave.simulator import SimulatedSession, Simulator, render
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 

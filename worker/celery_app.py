@@ -6,6 +6,7 @@ https://docs.celeryq.dev/en/stable/userguide/configuration.html for the full lis
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 from celery import Celery
@@ -14,6 +15,10 @@ from kombu.transport.sqlalchemy import Transport as SQLAlchemyTransport
 
 from worker.config import Settings, get_settings
 from worker.db import engine_for
+
+# httpx logs every request at INFO: one line per poll is debug material, not the
+# worker's normal output (transitions and errors are logged by the tracker itself).
+logging.getLogger("httpx").setLevel(logging.WARNING)
 
 DISPATCH_TASK = "pave_tracker.dispatch_due_polls"
 POLL_TASK = "pave_tracker.poll_sessions"
