@@ -74,6 +74,7 @@ def postgres_url() -> str:
 
 
 _migrated: set[str] = set()
+TABLES = "delivery_attempts, deliveries, events, status_changes, tracked_sessions"
 
 
 def fresh_database(url: str) -> str:
@@ -82,13 +83,11 @@ def fresh_database(url: str) -> str:
         settings = make_settings(url)
         engine = engine_for(url)
         with engine.begin() as connection:
-            connection.execute(text("DROP TABLE IF EXISTS status_changes, tracked_sessions, "
-                                    "alembic_version CASCADE"))
+            connection.execute(text(f"DROP TABLE IF EXISTS {TABLES}, alembic_version CASCADE"))
         upgrade_database(settings)
         _migrated.add(url)
     with engine_for(url).begin() as connection:
-        connection.execute(text("TRUNCATE status_changes, tracked_sessions RESTART IDENTITY "
-                                "CASCADE"))
+        connection.execute(text(f"TRUNCATE {TABLES} RESTART IDENTITY CASCADE"))
     return url
 
 

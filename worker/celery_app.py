@@ -22,6 +22,7 @@ logging.getLogger("httpx").setLevel(logging.WARNING)
 
 DISPATCH_TASK = "pave_tracker.dispatch_due_polls"
 POLL_TASK = "pave_tracker.poll_sessions"
+DELIVER_TASK = "pave_tracker.deliver_outbox"
 
 
 class EmbeddedBrokerTransport(SQLAlchemyTransport):

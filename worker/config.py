@@ -8,10 +8,15 @@ a message that names the variable and never repeats the value (it may be a secre
 from __future__ import annotations
 
 import os
+import tomllib
+from collections.abc import Mapping
 from functools import lru_cache
-from typing import Annotated
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
 
+from dotenv import dotenv_values
 from pydantic import (
+    BaseModel,
     Field,
     PositiveFloat,
     PositiveInt,
@@ -24,12 +29,22 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from worker.delivery.targets import (
+    CrmTarget,
+    EmailTarget,
+    HookTarget,
+    Target,
+    WebhookTarget,
+    check_events,
+    check_webhook_secret,
+)
 from worker.errors import SettingsError
 
 EMBEDDED_DATABASE_URL = "sqlite:///pave-tracker.db"
 EMBEDDED_BROKER_URL = "sqla+sqlite:///pave-tracker-broker.db"
 
 Seconds = PositiveFloat
+TargetModel = TypeVar("TargetModel", bound=BaseModel)
 
 
 class Settings(BaseSettings):
@@ -61,11 +76,25 @@ class Settings(BaseSettings):
     dispatch_interval: Seconds = 5.0
     lease_seconds: Seconds = 60.0
 
+    webhook_url: str | None = None
+    webhook_secret: SecretStr | None = None
+    webhook_events: Annotated[list[str], NoDecode] = ["session.completed"]
+    smtp_url: SecretStr | None = None
+    email_from: str | None = None
+    email_to: str | None = None
+    email_events: Annotated[list[str], NoDecode] = ["session.completed"]
+    delivery_retry_schedule: Annotated[tuple[float, ...], NoDecode] = (
+        5, 300, 1800, 7200, 18000, 36000, 50400, 72000, 86400,
+    )
+    pave_tracker_config: str | None = None
+    fetch_results: bool = False
+
     # Not in SPEC's table: how the work is cut up. Documented in the README.
     dispatch_max: PositiveInt = 10_000
     poll_batch_size: PositiveInt = 50
     poll_concurrency: PositiveInt = 20
     error_backoff_cap: Seconds = 1800.0
+    delivery_batch_size: PositiveInt = 10
 
     @field_validator("terminal_statuses", mode="before")
     @classmethod
@@ -75,6 +104,38 @@ class Settings(BaseSettings):
             if not statuses:
                 raise ValueError("needs at least one status")
             return statuses
+        return value
+
+    @field_validator("webhook_events", "email_events", mode="before")
+    @classmethod
+    def _split_events(cls, value: object) -> object:
+        if isinstance(value, str):
+            return check_events([part.strip() for part in value.split(",") if part.strip()])
+        return value
+
+    @field_validator("delivery_retry_schedule", mode="before")
+    @classmethod
+    def _split_schedule(cls, value: object) -> object:
+        if isinstance(value, str):
+            parts = [part.strip() for part in value.split(",") if part.strip()]
+            if not parts:
+                raise ValueError("needs at least one delay")
+            return tuple(parts)
+        return value
+
+    @field_validator("delivery_retry_schedule")
+    @classmethod
+    def _non_negative_delays(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 <= delay < float("inf") for delay in value):
+            raise ValueError("delays are seconds, zero or more")
+        return value
+
+    @field_validator("webhook_secret")
+    @classmethod
+    def _webhook_secret_form(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            for secret in value.get_secret_value().replace(",", " ").split():
+                check_webhook_secret(secret)
         return value
 
     @field_validator("pave_api_url")
@@ -108,6 +169,10 @@ class Settings(BaseSettings):
             raise ValueError("PAVE_USERNAME and PAVE_API_SECRET must be set together")
         if self.lease_seconds <= self.pave_timeout:
             raise ValueError("LEASE_SECONDS must be longer than PAVE_TIMEOUT")
+        if self.webhook_url and not self.webhook_secret:
+            raise ValueError("WEBHOOK_URL needs WEBHOOK_SECRET (whsec_…)")
+        if self.smtp_url and not self.email_from:
+            raise ValueError("SMTP_URL needs EMAIL_FROM")
         return self
 
     @property
@@ -135,3 +200,108 @@ def load_settings(**overrides: object) -> Settings:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return load_settings()
+
+
+# -- callback targets ------------------------------------------------------------------
+
+DEFAULT_CONFIG_FILE = "pave-tracker.toml"
+TARGET_KINDS: dict[str, type[BaseModel]] = {
+    "webhook": WebhookTarget, "email": EmailTarget, "crm": CrmTarget, "hook": HookTarget,
+}
+# TOML keys that name the key the target model uses.
+RENAMED_KEYS = {"from": "sender", "to": "default_to"}
+
+
+def load_targets(settings: Settings) -> list[Target]:
+    """The targets from the environment shortcuts, then from the TOML file."""
+    targets: list[Target] = []
+    if settings.webhook_url and settings.webhook_secret:
+        secrets = settings.webhook_secret.get_secret_value().replace(",", " ").split()
+        targets.append(_build("WEBHOOK_URL", WebhookTarget, {
+            "name": "webhook", "url": settings.webhook_url, "secrets": secrets,
+            "events": settings.webhook_events,
+        }))
+    if settings.smtp_url and settings.email_from:
+        targets.append(_build("SMTP_URL", EmailTarget, {
+            "name": "email", "smtp_url": settings.smtp_url, "sender": settings.email_from,
+            "default_to": settings.email_to, "events": settings.email_events,
+        }))
+    targets += _targets_from_file(settings)
+    names = [target.name for target in targets]
+    duplicates = sorted({name for name in names if names.count(name) > 1})
+    if duplicates:
+        raise SettingsError(f"bad setting PAVE_TRACKER_CONFIG: two targets are named "
+                            f"{duplicates[0]!r}")
+    return targets
+
+
+def _targets_from_file(settings: Settings) -> list[Target]:
+    path = Path(settings.pave_tracker_config or DEFAULT_CONFIG_FILE)
+    if settings.pave_tracker_config is None and not path.exists():
+        return []
+    where = f"PAVE_TRACKER_CONFIG ({path})"
+    try:
+        document = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise SettingsError(f"bad setting {where}: {exc.strerror or exc}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+        raise SettingsError(f"bad setting {where}: not TOML: {exc}") from None
+    unknown = sorted(set(document) - set(TARGET_KINDS))
+    if unknown:
+        raise SettingsError(f"bad setting {where}: unknown section [[{unknown[0]}]]; "
+                            f"sections are {', '.join(f'[[{kind}]]' for kind in TARGET_KINDS)}")
+    environment = {**dotenv_values(".env"), **os.environ}
+    targets: list[Target] = []
+    for kind, model in TARGET_KINDS.items():
+        entries = document.get(kind, [])
+        if not isinstance(entries, list):
+            raise SettingsError(f"bad setting {where}: write [[{kind}]], a list of tables")
+        for number, entry in enumerate(entries, start=1):
+            label = f"{where} [[{kind}]] #{number}"
+            if not isinstance(entry, dict):
+                raise SettingsError(f"bad setting {label}: not a table")
+            values = _resolve_references(entry, label, path.parent, environment)
+            targets.append(_build(label, model, values))  # type: ignore[arg-type]
+    return targets
+
+
+def _resolve_references(entry: dict[str, Any], label: str, folder: Path,
+                        environment: Mapping[str, str | None]) -> dict[str, Any]:
+    """`x_env = "VAR"` takes x from a variable, `x_file = "path"` from a file beside the TOML."""
+    values: dict[str, Any] = {}
+    for key, value in entry.items():
+        if key.endswith("_env"):
+            name = key.removesuffix("_env")
+            variables = value if isinstance(value, list) else [value]
+            resolved = []
+            for variable in variables:
+                if not isinstance(variable, str) or not environment.get(variable):
+                    raise SettingsError(f"bad setting {label}: {key} names {variable!r}, "
+                                        "which is not set")
+                resolved.append(environment[variable])
+            values[name] = resolved if isinstance(value, list) else resolved[0]
+        elif key.endswith("_file") and key != "ca_file":
+            name = key.removesuffix("_file")
+            try:
+                values[name] = (folder / str(value)).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                raise SettingsError(f"bad setting {label}: cannot read {key} {value!r}: "
+                                    f"{getattr(exc, 'strerror', None) or exc}") from None
+        else:
+            values[RENAMED_KEYS.get(key, key)] = value
+    return values
+
+
+def _build(label: str, model: type[TargetModel], values: dict[str, Any]) -> TargetModel:
+    try:
+        return model.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        field = ".".join(str(part) for part in first["loc"])
+        message = first["msg"].removeprefix("Value error, ")
+        raise SettingsError(f"bad setting {label}: {field}: {message}") from None
+
+
+@lru_cache(maxsize=1)
+def get_targets() -> tuple[Target, ...]:
+    return tuple(load_targets(get_settings()))

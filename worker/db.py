@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Iterator
-from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import JSON, DateTime, Engine, MetaData, create_engine, event
+from sqlalchemy import JSON, DateTime, Engine, Insert, MetaData, create_engine, event
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -97,8 +96,11 @@ def session_factory(database_url: str) -> sessionmaker[Session]:
     return sessionmaker(engine_for(database_url), expire_on_commit=False)
 
 
-@contextmanager
-def transaction(database_url: str) -> Iterator[Session]:
-    """One unit of work: commits on success, rolls back on any exception."""
-    with session_factory(database_url).begin() as session:
-        yield session
+def insert_ignoring_duplicates(db: Session, model: Any, *, unique: list[str]) -> Insert:
+    """INSERT … ON CONFLICT (unique) DO NOTHING, on PostgreSQL and SQLite alike."""
+    dialect = db.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(model).on_conflict_do_nothing(index_elements=unique)
+    if dialect == "sqlite":
+        return sqlite.insert(model).on_conflict_do_nothing(index_elements=unique)
+    raise ValueError(f"unsupported database: {dialect} (use SQLite or PostgreSQL)")

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Enum,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -118,3 +119,90 @@ class StatusChange(Base):
     session: Mapped[TrackedSession] = relationship(back_populates="history")
 
     __table_args__ = (UniqueConstraint("session_id", "poll_number"),)
+
+
+class Event(Base):
+    """Something that happened to a session, written in the transaction that saw it.
+
+    `dedupe_key` is the event type, or for `session.status_changed` the type and the
+    poll that saw the change: the constraint makes each event exist once per session.
+    `body` is the exact JSON document every delivery of it sends.
+    """
+
+    __tablename__ = "events"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    session_id: Mapped[int] = mapped_column(ForeignKey("tracked_sessions.id", ondelete="CASCADE"))
+    type: Mapped[str] = mapped_column(String(40))
+    dedupe_key: Mapped[str] = mapped_column(String(80))
+    occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    body: Mapped[str] = mapped_column(Text)
+
+    __table_args__ = (UniqueConstraint("session_id", "dedupe_key"),)
+
+
+class DeliveryState(enum.StrEnum):
+    PENDING = "pending"
+    DELIVERED = "delivered"
+    RETRYING = "retrying"
+    DEAD = "dead"
+
+
+DeliveryStateColumn = Enum(
+    DeliveryState,
+    name="delivery_state",
+    native_enum=False,
+    create_constraint=True,
+    length=16,
+    values_callable=lambda states: [state.value for state in states],
+)
+
+
+class Delivery(Base):
+    """One event for one target: the outbox row. Its id is the `webhook-id`."""
+
+    __tablename__ = "deliveries"
+
+    id: Mapped[str] = mapped_column(String(40), primary_key=True)
+    event_id: Mapped[int] = mapped_column(ForeignKey("events.id", ondelete="CASCADE"))
+    target: Mapped[str] = mapped_column(String(100))
+    state: Mapped[DeliveryState] = mapped_column(DeliveryStateColumn)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # Failures since the delivery was created or replayed: the step of the retry schedule.
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    # Like a session's next_poll_at: leasing moves it to the lease's expiry.
+    next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    lease_token: Mapped[str | None] = mapped_column(String(36))
+    leased_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    last_status_code: Mapped[int | None] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    delivered_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+
+    event: Mapped[Event] = relationship()
+
+    __table_args__ = (
+        UniqueConstraint("event_id", "target"),
+        Index(
+            "ix_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("state IN ('pending', 'retrying')"),
+            sqlite_where=text("state IN ('pending', 'retrying')"),
+        ),
+        Index("ix_deliveries_state", "state"),
+    )
+
+
+class DeliveryAttempt(Base):
+    """One try of a delivery: what came back and how long it took."""
+
+    __tablename__ = "delivery_attempts"
+
+    id: Mapped[int] = mapped_column(Id, primary_key=True)
+    delivery_id: Mapped[str] = mapped_column(
+        ForeignKey("deliveries.id", ondelete="CASCADE"), index=True
+    )
+    attempted_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
+    duration_ms: Mapped[float] = mapped_column(Float)
+    status_code: Mapped[int | None] = mapped_column(Integer)
+    error: Mapped[str | None] = mapped_column(Text)

@@ -1,23 +1,29 @@
-"""Thin Celery tasks: ids and strings in, a plain function from `worker.tracking` does the work."""
+"""Thin Celery tasks: ids and strings in, a plain function does the work."""
 
 from __future__ import annotations
 
-from worker.celery_app import DISPATCH_TASK, POLL_TASK, app
-from worker.config import get_settings
-from worker.db import session_factory
+from worker.celery_app import DELIVER_TASK, DISPATCH_TASK, POLL_TASK, app
+from worker.config import get_settings, get_targets
+from worker.db import session_factory, utcnow
+from worker.delivery.draining import drain_outbox
+from worker.delivery.outbox import has_due_deliveries
 from worker.tracking.polling import dispatch_due_polls, poll_leased_sessions, poll_runtime
 
 
 @app.task(name=DISPATCH_TASK)
 def dispatch_due_polls_task() -> int:
+    """The beat tick: hand out due polls, and wake delivery work if anything is due."""
     settings = get_settings()
+    sessions = session_factory(settings.database_url)
 
     def enqueue(ids: list[int], lease_token: str) -> None:
         poll_sessions_task.delay(ids, lease_token)
 
-    return dispatch_due_polls(
-        sessions=session_factory(settings.database_url), settings=settings, enqueue=enqueue
-    )
+    leased = dispatch_due_polls(sessions=sessions, settings=settings, enqueue=enqueue)
+    with sessions() as db:
+        if has_due_deliveries(db=db, now=utcnow()):
+            deliver_outbox_task.delay()
+    return leased
 
 
 @app.task(name=POLL_TASK)
@@ -29,5 +35,20 @@ def poll_sessions_task(ids: list[int], lease_token: str) -> int:
         sessions=session_factory(settings.database_url),
         settings=settings,
         fetch=poll_runtime(settings).fetch,
+        targets=get_targets(),
     )
+    if report.deliveries:
+        # Right after the commit, not at the next tick: a completion reaches its
+        # targets as soon as it is seen.
+        deliver_outbox_task.delay()
     return report.recorded
+
+
+@app.task(name=DELIVER_TASK)
+def deliver_outbox_task() -> int:
+    settings = get_settings()
+    report = drain_outbox(sessions=session_factory(settings.database_url), settings=settings,
+                          targets=get_targets())
+    if report.leased == settings.delivery_batch_size:
+        deliver_outbox_task.delay()  # more may be waiting: keep draining
+    return report.delivered

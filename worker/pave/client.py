@@ -10,6 +10,7 @@ import datetime as dt
 import email.utils
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 import httpx
 
@@ -23,7 +24,7 @@ from worker.errors import (
     PaveTransportError,
 )
 from worker.pave.auth import PaveCredentials
-from worker.pave.payload import SessionSnapshot, parse_session
+from worker.pave.payload import SessionSnapshot, parse_results, parse_session
 
 MAX_BODY_BYTES = 2_000_000
 USER_AGENT = "pave-tracker"
@@ -72,6 +73,11 @@ class PaveClient:
         """`GET /sessions/{key}`; raises a `PaveError` subclass for anything but a session."""
         response = await self._get(f"sessions/{session_key}")
         return parse_session(response.content, expected_key=session_key)
+
+    async def get_results(self, session_key: str) -> dict[str, Any]:
+        """`GET /sessions/{key}/results`: PAVE's inspection results, once COMPLETE."""
+        response = await self._get(f"sessions/{session_key}/results")
+        return parse_results(response.content)
 
     async def _get(self, path: str) -> httpx.Response:
         headers = self._credentials.headers(self._clock())

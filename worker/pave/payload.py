@@ -43,6 +43,8 @@ class SessionSnapshot:
     inspect_ended_at: dt.datetime | None = None
     vehicle: dict[str, Any] | None = None
     options: dict[str, Any] | None = None
+    # PAVE's inspection results (`GET /sessions/{key}/results`), when FETCH_RESULTS asks.
+    results: dict[str, Any] | None = None
 
 
 def decode_json(body: bytes | str) -> Any:
@@ -90,6 +92,14 @@ def parse_session(body: bytes | str, *, expected_key: str | None = None) -> Sess
         vehicle=normalise_vehicle(document.get("vehicle")),
         options=document.get("options") if isinstance(document.get("options"), dict) else None,
     )
+
+
+def parse_results(body: bytes | str) -> dict[str, Any]:
+    """The results document is opaque to the tracker: any JSON object is passed on."""
+    document = decode_json(body)
+    if not isinstance(document, dict):
+        raise PaveBadPayload(f"results: expected a JSON object, got {type(document).__name__}")
+    return document
 
 
 def parse_timestamp(value: object) -> dt.datetime | None:

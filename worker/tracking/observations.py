@@ -5,6 +5,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
+from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
@@ -20,6 +21,14 @@ log = logging.getLogger(__name__)
 Outcome = SessionSnapshot | PaveError
 
 
+@dataclass(frozen=True)
+class Observed:
+    """What one poll changed: a new status (history row) and/or the end of tracking."""
+
+    change: StatusChange | None = None
+    ended: Tracking | None = None
+
+
 def apply_observation(
     *,
     db: Session,
@@ -28,8 +37,8 @@ def apply_observation(
     now: dt.datetime,
     settings: Settings,
     rng: random.Random,
-) -> StatusChange | None:
-    """Record one poll's outcome on a leased session; returns the status change, if any.
+) -> Observed:
+    """Record one poll's outcome on a leased session.
 
     The lease is released, the poll counted, and the session either scheduled again
     or finished (`done`, `not_found`, `gave_up`).
@@ -50,7 +59,8 @@ def apply_observation(
 
     if tracked.tracking is Tracking.ACTIVE and _too_old(tracked, now, settings):
         _finish(tracked, Tracking.GAVE_UP, now)
-    return change
+    ended = tracked.tracking if tracked.tracking is not Tracking.ACTIVE else None
+    return Observed(change=change, ended=ended)
 
 
 def is_stale(snapshot: SessionSnapshot, tracked: TrackedSession) -> bool:

@@ -6,6 +6,7 @@ Plain functions: they know nothing of Celery. `worker.tasks` wraps them.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import random
 import threading
@@ -17,9 +18,12 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from worker.config import Settings
 from worker.db import utcnow
+from worker.delivery.outbox import record_events
+from worker.delivery.targets import Target
 from worker.errors import PaveError
 from worker.pave.auth import PaveCredentials
 from worker.pave.client import PaveClient
+from worker.pave.payload import SessionSnapshot
 from worker.tracking.leasing import (
     claim_leased_sessions,
     lease_due_sessions,
@@ -36,6 +40,7 @@ class PollReport:
     claimed: int
     recorded: int
     changes: int
+    deliveries: int = 0
 
 
 def dispatch_due_polls(
@@ -64,9 +69,13 @@ def poll_leased_sessions(
     sessions: sessionmaker[Session],
     settings: Settings,
     fetch: Fetch,
+    targets: Sequence[Target] = (),
     rng: random.Random | None = None,
 ) -> PollReport:
-    """Claim a leased batch, ask PAVE about each session, record every outcome."""
+    """Claim a leased batch, ask PAVE about each session, record every outcome.
+
+    The events an outcome calls for go into the outbox in the same transaction.
+    """
     rng = rng or random.Random()
     with sessions.begin() as db:
         claim, claimed = claim_leased_sessions(db=db, ids=ids, lease_token=lease_token)
@@ -75,19 +84,23 @@ def poll_leased_sessions(
 
     outcomes = fetch([key for _, key in claimed])
 
-    changes = 0
+    changes = deliveries = 0
     with sessions.begin() as db:
         tracked_sessions = load_claimed_sessions(
             db=db, ids=[row_id for row_id, _ in claimed], claim=claim
         )
         now = utcnow()
         for tracked in tracked_sessions:
-            change = apply_observation(
-                db=db, tracked=tracked, outcome=outcomes[tracked.session_key],
-                now=now, settings=settings, rng=rng,
+            outcome = outcomes[tracked.session_key]
+            observed = apply_observation(db=db, tracked=tracked, outcome=outcome, now=now,
+                                         settings=settings, rng=rng)
+            changes += observed.change is not None
+            deliveries += record_events(
+                db=db, tracked=tracked, observed=observed, targets=targets, now=now,
+                results=outcome.results if isinstance(outcome, SessionSnapshot) else None,
             )
-            changes += change is not None
-    return PollReport(claimed=len(claimed), recorded=len(tracked_sessions), changes=changes)
+    return PollReport(claimed=len(claimed), recorded=len(tracked_sessions), changes=changes,
+                      deliveries=deliveries)
 
 
 def credentials_from(settings: Settings) -> PaveCredentials:
@@ -104,15 +117,24 @@ def _reveal(secret: SecretStr | None) -> str | None:
 
 
 async def fetch_sessions(
-    client: PaveClient, keys: Sequence[str], *, concurrency: int
+    client: PaveClient, keys: Sequence[str], *, concurrency: int, with_results: bool = False
 ) -> dict[str, Outcome]:
-    """Ask PAVE about every key, at most `concurrency` requests at once."""
+    """Ask PAVE about every key, at most `concurrency` requests at once.
+
+    With `with_results`, a COMPLETE session also gets its inspection results; if they
+    cannot be had, the outcome is that error, so the completion is recorded (and
+    announced) only once it can carry them.
+    """
     gate = asyncio.Semaphore(concurrency)
 
     async def one(key: str) -> Outcome:
         async with gate:
             try:
-                return await client.get_session(key)
+                snapshot = await client.get_session(key)
+                if with_results and snapshot.status == "COMPLETE":
+                    results = await client.get_results(key)
+                    snapshot = dataclasses.replace(snapshot, results=results)
+                return snapshot
             except PaveError as error:
                 return error
 
@@ -145,7 +167,8 @@ class PollRuntime:
                 max_connections=self.settings.poll_concurrency,
             )
         return await fetch_sessions(
-            self._client, keys, concurrency=self.settings.poll_concurrency
+            self._client, keys, concurrency=self.settings.poll_concurrency,
+            with_results=self.settings.fetch_results,
         )
 
     def close(self) -> None:

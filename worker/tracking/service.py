@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Insert, select
-from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from worker.db import insert_ignoring_duplicates
 from worker.errors import BadInput
 from worker.models import StatusChange, TrackedSession, Tracking
 from worker.tracking.requests import TrackRequest, merge_requests
@@ -54,7 +54,9 @@ def track_sessions(
         if new_rows:
             # ON CONFLICT DO NOTHING: a concurrent `track` of the same key is not an error.
             inserted = db.scalars(
-                _insert_ignoring_duplicates(db).returning(TrackedSession.id), new_rows
+                insert_ignoring_duplicates(db, TrackedSession, unique=["session_key"])
+                .returning(TrackedSession.id),
+                new_rows,
             )
             added += len(inserted.all())
         for request in chunk:
@@ -154,16 +156,3 @@ def _restart(tracked: TrackedSession, now: dt.datetime) -> None:
     tracked.next_poll_at = now
     tracked.not_found_since = None
     tracked.consecutive_errors = 0
-
-
-def _insert_ignoring_duplicates(db: Session) -> Insert:
-    dialect = db.get_bind().dialect.name
-    if dialect == "postgresql":
-        return postgresql.insert(TrackedSession).on_conflict_do_nothing(
-            index_elements=["session_key"]
-        )
-    if dialect == "sqlite":
-        return sqlite.insert(TrackedSession).on_conflict_do_nothing(
-            index_elements=["session_key"]
-        )
-    raise BadInput(f"unsupported database: {dialect} (use SQLite or PostgreSQL)")

@@ -1,0 +1,108 @@
+"""Delivery work: lease due deliveries, attempt them side by side, record every attempt.
+
+A plain function; `worker.tasks` runs it on every beat tick that finds deliveries due
+and right after a poll commits new ones.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import random
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import httpx
+from sqlalchemy.orm import Session, sessionmaker
+
+from worker.config import Settings
+from worker.db import utcnow
+from worker.delivery.attempts import AttemptResult
+from worker.delivery.crm import send_crm
+from worker.delivery.email import send_email
+from worker.delivery.hooks import call_hook
+from worker.delivery.outbox import LeasedDelivery, lease_due_deliveries, record_attempt
+from worker.delivery.targets import CrmTarget, EmailTarget, HookTarget, Target, WebhookTarget
+from worker.delivery.webhook import send_webhook
+from worker.models import DeliveryState
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class DrainReport:
+    leased: int
+    delivered: int
+    failed: int
+
+
+def attempt_delivery(
+    client: httpx.Client, targets: dict[str, Target], delivery: LeasedDelivery,
+    now: dt.datetime,
+) -> AttemptResult:
+    target = targets.get(delivery.target)
+    common = {"delivery_id": delivery.id, "body": delivery.body}
+    if isinstance(target, WebhookTarget):
+        return send_webhook(client, target, now=now, **common)
+    if isinstance(target, CrmTarget):
+        return send_crm(client, target, **common)
+    if isinstance(target, EmailTarget):
+        return send_email(target, **common)
+    if isinstance(target, HookTarget):
+        return call_hook(target, **common)
+    # Its target was removed from the configuration: keep retrying in case it returns,
+    # and let the schedule end it.
+    return AttemptResult(delivered=False, duration_ms=0.0,
+                         error=f"target {delivery.target!r} is not configured")
+
+
+def drain_outbox(
+    *,
+    sessions: sessionmaker[Session],
+    settings: Settings,
+    targets: Sequence[Target],
+    rng: random.Random | None = None,
+) -> DrainReport:
+    rng = rng or random.Random()
+    with sessions.begin() as db:
+        token, leased = lease_due_deliveries(
+            db=db, now=utcnow(), limit=settings.delivery_batch_size,
+            lease_seconds=settings.lease_seconds,
+        )
+    if not leased:
+        return DrainReport(leased=0, delivered=0, failed=0)
+
+    by_name = {target.name: target for target in targets}
+    with httpx.Client(follow_redirects=False) as client, \
+            ThreadPoolExecutor(max_workers=len(leased)) as pool:
+        results = list(pool.map(
+            lambda delivery: attempt_delivery(client, by_name, delivery, utcnow()), leased
+        ))
+
+    delivered = failed = 0
+    with sessions.begin() as db:
+        now = utcnow()
+        for delivery, result in zip(leased, results, strict=True):
+            recorded = record_attempt(db=db, delivery_id=delivery.id, lease_token=token,
+                                      result=result, now=now,
+                                      retry_schedule=settings.delivery_retry_schedule, rng=rng)
+            if recorded is None:
+                log.warning("delivery %s: lease lost before its attempt was recorded",
+                            delivery.id)
+                continue
+            _log_attempt(delivery, result, recorded.state)
+            delivered += result.delivered
+            failed += not result.delivered
+    return DrainReport(leased=len(leased), delivered=delivered, failed=failed)
+
+
+def _log_attempt(delivery: LeasedDelivery, result: AttemptResult, state: DeliveryState) -> None:
+    session_key = json.loads(delivery.body).get("data", {}).get("session_key")
+    if result.delivered:
+        log.info("delivered %s of %s to %s (%s) in %.0f ms", delivery.event_type, session_key,
+                 delivery.target, delivery.id, result.duration_ms)
+    else:
+        log.warning("delivery %s of %s to %s failed (%s), now %s", delivery.event_type,
+                    session_key, delivery.target, result.error, state.value)

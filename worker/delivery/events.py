@@ -1,0 +1,83 @@
+"""Which events an observation calls for, and the JSON document each one sends.
+
+| event                                  | when                                          |
+| -------------------------------------- | --------------------------------------------- |
+| session.status_changed                 | every observed change, the first status too   |
+| session.completed / expired / invalid  | the first time COMPLETE / EXPIRED / INVALID   |
+| tracking.not_found / tracking.gave_up  | tracking ended without a terminal status      |
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from worker.models import StatusChange, TrackedSession, Tracking
+from worker.tracking.observations import Observed
+from worker.tracking.views import history_entry, iso
+
+STATUS_EVENTS = {
+    "COMPLETE": "session.completed",
+    "EXPIRED": "session.expired",
+    "INVALID": "session.invalid",
+}
+TRACKING_EVENTS = {
+    Tracking.NOT_FOUND: "tracking.not_found",
+    Tracking.GAVE_UP: "tracking.gave_up",
+}
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    type: str
+    # Unique per session: the status-change events carry the poll that saw them.
+    dedupe_key: str
+
+
+def events_for(observed: Observed) -> list[EventSpec]:
+    events = []
+    change = observed.change
+    if change is not None:
+        events.append(EventSpec("session.status_changed",
+                                f"session.status_changed:{change.poll_number}"))
+        if change.to_status in STATUS_EVENTS:
+            event_type = STATUS_EVENTS[change.to_status]
+            events.append(EventSpec(event_type, event_type))
+    if observed.ended in TRACKING_EVENTS:
+        event_type = TRACKING_EVENTS[observed.ended]
+        events.append(EventSpec(event_type, event_type))
+    return events
+
+
+def event_document(
+    *,
+    event_type: str,
+    tracked: TrackedSession,
+    history: Sequence[StatusChange],
+    previous_status: str | None,
+    occurred_at: dt.datetime,
+    results: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    data: dict[str, Any] = {
+        "session_key": tracked.session_key,
+        "status": tracked.status,
+        "previous_status": previous_status,
+        "tracking": tracked.tracking.value,
+        "inspect_started_at": iso(tracked.inspect_started_at),
+        "inspect_ended_at": iso(tracked.inspect_ended_at),
+        "vehicle": tracked.vehicle,
+        "metadata": tracked.user_metadata,
+        "history": [history_entry(change) for change in history],
+    }
+    if results is not None:
+        data["results"] = results
+    return {"type": event_type, "timestamp": iso(occurred_at.replace(microsecond=0)),
+            "data": data}
+
+
+def serialise(document: dict[str, Any]) -> str:
+    """The exact bytes every attempt sends (and signs)."""
+    return json.dumps(document, separators=(",", ":"), ensure_ascii=False)

@@ -1,0 +1,229 @@
+"""The transactional outbox: events written with the observation, deliveries drained later.
+
+Event rows are unique per (session, dedupe key) and delivery rows per (event, target):
+constraints, so a poll recorded twice can never make a second event. Deliveries are
+leased like sessions (a token, and `next_attempt_at` moved to the lease's expiry), so a
+worker killed mid-delivery leaves the delivery to be attempted again once the lease
+runs out, under the same id.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import random
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import select, text, update
+from sqlalchemy.orm import Session
+
+from worker.db import insert_ignoring_duplicates
+from worker.delivery.attempts import AttemptResult
+from worker.delivery.events import event_document, events_for, serialise
+from worker.delivery.targets import Target
+from worker.errors import BadInput
+from worker.models import (
+    Delivery,
+    DeliveryAttempt,
+    DeliveryState,
+    Event,
+    StatusChange,
+    TrackedSession,
+)
+from worker.tracking.leasing import new_token
+from worker.tracking.observations import Observed
+from worker.tracking.scheduling import JITTER
+
+IS_DUE = text("deliveries.state IN ('pending', 'retrying')")
+
+
+def new_delivery_id() -> str:
+    return f"msg_{uuid.uuid4().hex}"
+
+
+def record_events(
+    *,
+    db: Session,
+    tracked: TrackedSession,
+    observed: Observed,
+    targets: Sequence[Target],
+    now: dt.datetime,
+    results: dict[str, Any] | None = None,
+) -> int:
+    """Write the events this observation calls for, one delivery per subscribed target.
+
+    Returns how many deliveries were added. Call it in the transaction that records
+    the observation.
+    """
+    added = 0
+    history: list[StatusChange] | None = None
+    for spec in events_for(observed):
+        subscribed = [target for target in targets if target.wants(spec.type)]
+        if not subscribed:
+            continue
+        if history is None:
+            db.flush()
+            history = list(db.scalars(select(StatusChange)
+                                      .where(StatusChange.session_id == tracked.id)
+                                      .order_by(StatusChange.poll_number)))
+        document = event_document(
+            event_type=spec.type,
+            tracked=tracked,
+            history=history,
+            previous_status=observed.change.from_status if observed.change else tracked.status,
+            occurred_at=now,
+            results=results if spec.type == "session.completed" else None,
+        )
+        event_id = db.scalar(
+            insert_ignoring_duplicates(db, Event, unique=["session_id", "dedupe_key"])
+            .values(session_id=tracked.id, type=spec.type, dedupe_key=spec.dedupe_key,
+                    occurred_at=now, body=serialise(document))
+            .returning(Event.id)
+        )
+        if event_id is None:
+            continue  # already recorded: the constraint keeps it to once
+        rows = [{"id": new_delivery_id(), "event_id": event_id, "target": target.name,
+                 "state": DeliveryState.PENDING, "attempts": 0, "failures": 0,
+                 "next_attempt_at": now, "created_at": now} for target in subscribed]
+        inserted = db.scalars(
+            insert_ignoring_duplicates(db, Delivery, unique=["event_id", "target"])
+            .returning(Delivery.id),
+            rows,
+        )
+        added += len(inserted.all())
+    return added
+
+
+@dataclass(frozen=True)
+class LeasedDelivery:
+    id: str
+    target: str
+    event_type: str
+    body: str
+
+
+def lease_due_deliveries(
+    *, db: Session, now: dt.datetime, limit: int, lease_seconds: float
+) -> tuple[str, list[LeasedDelivery]]:
+    """Lease up to `limit` deliveries due now, oldest first (SKIP LOCKED on PostgreSQL)."""
+    token = new_token()
+    expires = now + dt.timedelta(seconds=lease_seconds)
+    due = (
+        select(Delivery.id)
+        .where(IS_DUE, Delivery.next_attempt_at <= now)
+        .order_by(Delivery.next_attempt_at)
+        .limit(limit)
+        .with_for_update(skip_locked=True)
+    )
+    ids = list(db.scalars(
+        update(Delivery)
+        .where(Delivery.id.in_(due.scalar_subquery()))
+        .values(lease_token=token, leased_until=expires, next_attempt_at=expires)
+        .returning(Delivery.id)
+        .execution_options(synchronize_session=False)
+    ))
+    if not ids:
+        return token, []
+    rows = db.execute(
+        select(Delivery.id, Delivery.target, Event.type, Event.body)
+        .join(Event, Event.id == Delivery.event_id)
+        .where(Delivery.id.in_(ids))
+        .order_by(Delivery.created_at)
+    )
+    return token, [LeasedDelivery(*row) for row in rows]
+
+
+def has_due_deliveries(*, db: Session, now: dt.datetime) -> bool:
+    return db.scalar(
+        select(Delivery.id).where(IS_DUE, Delivery.next_attempt_at <= now).limit(1)
+    ) is not None
+
+
+def record_attempt(
+    *,
+    db: Session,
+    delivery_id: str,
+    lease_token: str,
+    result: AttemptResult,
+    now: dt.datetime,
+    retry_schedule: Sequence[float],
+    rng: random.Random,
+) -> Delivery | None:
+    """Log the attempt and move the delivery on; None if the lease was lost meanwhile."""
+    delivery = db.scalar(
+        select(Delivery)
+        .where(Delivery.id == delivery_id, Delivery.lease_token == lease_token)
+        .with_for_update()
+    )
+    if delivery is None:
+        return None
+    db.add(DeliveryAttempt(delivery_id=delivery.id, attempted_at=now,
+                           duration_ms=result.duration_ms, status_code=result.status_code,
+                           error=result.error))
+    delivery.attempts += 1
+    delivery.lease_token = None
+    delivery.leased_until = None
+    delivery.last_status_code = result.status_code
+    delivery.last_error = result.error
+    if result.delivered:
+        delivery.state = DeliveryState.DELIVERED
+        delivery.delivered_at = now
+        delivery.next_attempt_at = None
+        return delivery
+    delivery.failures += 1
+    if result.permanent or delivery.failures > len(retry_schedule):
+        delivery.state = DeliveryState.DEAD
+        delivery.next_attempt_at = None
+        return delivery
+    delay = retry_schedule[delivery.failures - 1] * rng.uniform(1 - JITTER, 1 + JITTER)
+    if result.retry_after is not None:
+        delay = max(delay, result.retry_after)
+    delivery.state = DeliveryState.RETRYING
+    delivery.next_attempt_at = now + dt.timedelta(seconds=delay)
+    return delivery
+
+
+def replay_deliveries(
+    *, db: Session, ids: Sequence[str], all_dead: bool, now: dt.datetime
+) -> int:
+    """Attempt these deliveries again from the start of the schedule, under the same ids."""
+    query = select(Delivery)
+    if all_dead:
+        query = query.where(Delivery.state == DeliveryState.DEAD)
+    else:
+        found = list(db.scalars(select(Delivery.id).where(Delivery.id.in_(list(ids)))))
+        missing = [delivery_id for delivery_id in ids if delivery_id not in found]
+        if missing:
+            raise BadInput(f"no such delivery: {', '.join(missing[:5])}")
+        query = query.where(Delivery.id.in_(list(ids)))
+    replayed = 0
+    for delivery in db.scalars(query.with_for_update()):
+        delivery.state = DeliveryState.PENDING
+        delivery.failures = 0
+        delivery.next_attempt_at = now
+        delivery.lease_token = None
+        delivery.leased_until = None
+        replayed += 1
+    return replayed
+
+
+def list_deliveries(
+    *, db: Session, state: DeliveryState | None = None, session_id: int | None = None,
+    limit: int | None = None,
+) -> list[tuple[Delivery, Event, str]]:
+    """Deliveries, oldest first, with their event and session key."""
+    query = (
+        select(Delivery, Event, TrackedSession.session_key)
+        .join(Event, Event.id == Delivery.event_id)
+        .join(TrackedSession, TrackedSession.id == Event.session_id)
+        .order_by(Delivery.created_at, Delivery.id)
+    )
+    if state is not None:
+        query = query.where(Delivery.state == state)
+    if session_id is not None:
+        query = query.where(Event.session_id == session_id)
+    if limit is not None:
+        query = query.limit(limit)
+    return [(delivery, event, key) for delivery, event, key in db.execute(query)]

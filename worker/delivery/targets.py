@@ -1,0 +1,120 @@
+"""Callback targets: where events go. Built by `worker.config.load_targets()`.
+
+Four kinds, each with a unique `name` and the list of events it subscribes to:
+webhook (Standard Webhooks signed POST), email (SMTP), crm (a POST whose JSON body is
+the user's template) and hook (a Python callable).
+"""
+
+from __future__ import annotations
+
+import base64
+from typing import Annotated, Literal
+
+from pydantic import (
+    AnyHttpUrl,
+    BaseModel,
+    ConfigDict,
+    Field,
+    PositiveFloat,
+    SecretStr,
+    field_validator,
+)
+
+EVENT_TYPES = (
+    "session.status_changed",
+    "session.completed",
+    "session.expired",
+    "session.invalid",
+    "tracking.not_found",
+    "tracking.gave_up",
+)
+DEFAULT_EVENTS = ["session.completed"]
+TargetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")]
+
+
+def check_events(events: list[str]) -> list[str]:
+    unknown = [event for event in events if event not in EVENT_TYPES]
+    if unknown:
+        raise ValueError(f"unknown event {unknown[0]!r}; events are {', '.join(EVENT_TYPES)}")
+    if not events:
+        raise ValueError("needs at least one event")
+    return events
+
+
+def check_webhook_secret(secret: str) -> str:
+    """`whsec_` + base64 of 24 to 64 random bytes (Standard Webhooks)."""
+    if not secret.startswith("whsec_"):
+        raise ValueError("a webhook secret starts with whsec_")
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except ValueError:
+        raise ValueError("a webhook secret is whsec_ followed by base64") from None
+    if not 24 <= len(key) <= 64:
+        raise ValueError("a webhook secret holds 24 to 64 bytes")
+    return secret
+
+
+class _Target(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: TargetName
+    events: list[str] = Field(default_factory=lambda: list(DEFAULT_EVENTS))
+
+    @field_validator("events")
+    @classmethod
+    def _known_events(cls, events: list[str]) -> list[str]:
+        return check_events(events)
+
+    def wants(self, event_type: str) -> bool:
+        return event_type in self.events
+
+
+class WebhookTarget(_Target):
+    kind: Literal["webhook"] = "webhook"
+    url: AnyHttpUrl
+    # Several during a rotation: each request is signed with every one of them.
+    secrets: list[SecretStr] = Field(min_length=1)
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: PositiveFloat = 15.0
+
+    @field_validator("secrets")
+    @classmethod
+    def _valid_secrets(cls, secrets: list[SecretStr]) -> list[SecretStr]:
+        for secret in secrets:
+            check_webhook_secret(secret.get_secret_value())
+        return secrets
+
+
+class EmailTarget(_Target):
+    kind: Literal["email"] = "email"
+    # smtp://user:pass@host:port (plain), smtp+starttls://… (STARTTLS), smtps://… (TLS).
+    smtp_url: SecretStr
+    sender: str
+    default_to: str | None = None
+    subject_template: str | None = None
+    text_template: str | None = None
+    html_template: str | None = None
+    ca_file: str | None = None
+    timeout: PositiveFloat = 30.0
+
+
+class CrmTarget(_Target):
+    kind: Literal["crm"] = "crm"
+    url: AnyHttpUrl
+    body_template: str
+    auth_header: str = "Authorization"
+    auth_value: SecretStr | None = None
+    headers: dict[str, str] = Field(default_factory=dict)
+    timeout: PositiveFloat = 15.0
+
+
+class HookTarget(_Target):
+    kind: Literal["hook"] = "hook"
+    # "package.module:function", or the name of an entry point in HOOK_ENTRY_POINT_GROUP.
+    callable: str | None = None
+    entry_point: str | None = None
+
+
+HOOK_ENTRY_POINT_GROUP = "pave_tracker.hooks"
+
+Target = WebhookTarget | EmailTarget | CrmTarget | HookTarget
