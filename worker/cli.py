@@ -16,10 +16,12 @@ import click
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
-from worker.config import Settings, get_settings
+from worker.config import Settings, get_settings, get_targets
 from worker.db import session_factory, utcnow
+from worker.delivery import outbox
+from worker.delivery.views import DELIVERY_ID, delivery_detail, delivery_summary
 from worker.errors import BadInput, PaveTrackerError
-from worker.models import Tracking
+from worker.models import DeliveryState, Tracking
 from worker.schema import ensure_schema, upgrade_database
 from worker.tracking import service
 from worker.tracking.keys import validate_session_key
@@ -113,13 +115,15 @@ def list_command(tracking: str | None, status: str | None, limit: int | None,
     if as_json:
         print_json(rows)
         return
-    print_table(rows)
+    print_rows(rows, [("session_key", "SESSION"), ("status", "STATUS"),
+                      ("tracking", "TRACKING"), ("polls", "POLLS"),
+                      ("last_polled_at", "LAST POLL"), ("next_poll_at", "NEXT POLL"),
+                      ("last_error", "LAST ERROR")])
+    click.echo(f"{len(rows)} session(s)")
 
 
-def print_table(rows: Sequence[dict[str, Any]]) -> None:
-    columns = [("session_key", "SESSION"), ("status", "STATUS"), ("tracking", "TRACKING"),
-               ("polls", "POLLS"), ("last_polled_at", "LAST POLL"),
-               ("next_poll_at", "NEXT POLL"), ("last_error", "LAST ERROR")]
+def print_rows(rows: Sequence[dict[str, Any]], columns: list[tuple[str, str]]) -> None:
+    """A plain table: one column per (field, header), cells cut at 60 characters."""
     cells = [[header for _, header in columns]]
     cells += [["" if row[name] is None else str(row[name])[:60] for name, _ in columns]
               for row in rows]
@@ -127,7 +131,6 @@ def print_table(rows: Sequence[dict[str, Any]]) -> None:
     for line in cells:
         click.echo("  ".join(cell.ljust(width) for cell, width in zip(line, widths,
                                                                         strict=True)).rstrip())
-    click.echo(f"{len(rows)} session(s)")
 
 
 @cli.command()
@@ -140,8 +143,9 @@ def show(key: str, as_json: bool) -> None:
     with database(settings) as db:
         tracked = service.find_session(db=db, session_key=key)
         history = service.session_history(db=db, session_id=tracked.id)
-        # Deliveries arrive with the callbacks (outbox) feature; none exist yet.
-        detail = session_detail(tracked, history, deliveries=[])
+        deliveries = [delivery_summary(delivery, event, key) for delivery, event, key
+                      in outbox.list_deliveries(db=db, session_id=tracked.id)]
+        detail = session_detail(tracked, history, deliveries=deliveries)
     if as_json:
         print_json(detail)
         return
@@ -159,6 +163,50 @@ def show(key: str, as_json: bool) -> None:
                    f"{change['to']}")
     if not detail["history"]:
         click.echo("  (no status seen yet)")
+    click.echo("deliveries:")
+    for delivery in detail["deliveries"]:
+        click.echo(f"  {delivery['id']}  {delivery['event']} -> {delivery['target']}: "
+                   f"{delivery['state']} after {delivery['attempts']} attempt(s)")
+    if not detail["deliveries"]:
+        click.echo("  (none)")
+
+
+@cli.command()
+@click.option("--state", type=click.Choice([state.value for state in DeliveryState]))
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many deliveries.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def deliveries(state: str | None, limit: int | None, as_json: bool) -> None:
+    """The outbox: every event for every target, and how its delivery went."""
+    settings = get_settings()
+    with database(settings) as db:
+        rows = [delivery_detail(delivery, event, key) for delivery, event, key
+                in outbox.list_deliveries(db=db, state=DeliveryState(state) if state else None,
+                                          limit=limit)]
+    if as_json:
+        print_json(rows)
+        return
+    print_rows(rows, [("id", "DELIVERY"), ("session_key", "SESSION"), ("event", "EVENT"),
+                      ("target", "TARGET"), ("state", "STATE"), ("attempts", "ATTEMPTS"),
+                      ("next_attempt_at", "NEXT ATTEMPT"), ("last_error", "LAST ERROR")])
+    click.echo(f"{len(rows)} deliver{'y' if len(rows) == 1 else 'ies'}")
+
+
+@cli.command()
+@click.argument("ids", nargs=-1)
+@click.option("--dead", "all_dead", is_flag=True, help="Every dead delivery.")
+def replay(ids: tuple[str, ...], all_dead: bool) -> None:
+    """Deliver again, from the start of the retry schedule, under the same ids."""
+    if bool(ids) == all_dead:
+        raise BadInput("give delivery ids, or --dead alone")
+    for delivery_id in ids:
+        if not DELIVERY_ID.fullmatch(delivery_id):
+            raise BadInput(f"bad delivery id {delivery_id[:60]!r}: expected msg_ and 32 hex "
+                           "digits")
+    settings = get_settings()
+    with database(settings) as db:
+        replayed = outbox.replay_deliveries(db=db, ids=list(ids), all_dead=all_dead,
+                                            now=utcnow())
+    click.echo(f"replaying {replayed} deliver{'y' if replayed == 1 else 'ies'}")
 
 
 @cli.group()
@@ -181,8 +229,12 @@ def upgrade() -> None:
 def run(concurrency: int | None, loglevel: str) -> None:
     """Run the worker and the beat in one process."""
     settings = get_settings()
+    targets = get_targets()  # a bad target configuration stops here, not at the first event
     ensure_schema(settings)
     from worker.celery_app import app
+
+    click.echo(f"{PROG}: {len(targets)} callback target(s): "
+               f"{', '.join(t.name for t in targets) or 'none'}", err=True)
 
     argv = ["worker", "--beat", f"--loglevel={loglevel.upper()}"]
     if concurrency:

@@ -159,6 +159,23 @@ class SimulatedSession:
         return statuses
 
 
+def inspection_results(session: dict[str, Any]) -> dict[str, Any]:
+    """What `GET /sessions/{key}/results` documents: session, vehicle, photos, location,
+    and an inspection section with damage counts and the worst grade per item."""
+    return {
+        "session": {**{k: session[k] for k in ("session_key", "status", "inspect_started_at",
+                                               "inspect_ended_at", "created_at")},
+                    "capture_duration": 312, "inspect_duration": 256,
+                    "user_account": "dealer-demo", "source": "API"},
+        "vehicle": session.get("vehicle"),
+        "photos": [{"code": code, "url": f"https://photos.example/{session['session_key']}/"
+                    f"{code}.jpg"} for code in ("01", "02", "03", "04")],
+        "location": {"latitude": 43.65, "longitude": -79.38},
+        "inspection": {"damage_count": 2, "grade": {"front_bumper": 3, "rear_door_left": 2},
+                       "worst_grade": 3},
+    }
+
+
 def render(body: dict[str, Any], *, trailing_comma: bool) -> bytes:
     text = json.dumps(body, indent=4)
     if trailing_comma:
@@ -189,6 +206,7 @@ class Simulator:
         self.app = Starlette(
             routes=[
                 Route("/v1/sessions/{key}", self._get_session, methods=["GET"]),
+                Route("/v1/sessions/{key}/results", self._get_results, methods=["GET"]),
                 Route("/_simulator/sessions/{key}", self._put_session, methods=["PUT"]),
                 Route("/_simulator/sessions/{key}/served", self._get_served, methods=["GET"]),
             ]
@@ -267,6 +285,21 @@ class Simulator:
             return JSONResponse({"message": f"Session {key} cannot be found."}, status_code=404)
         return Response(render(body, trailing_comma=session.trailing_comma),
                         media_type="application/json")
+
+    async def _get_results(self, request: Request) -> Response:
+        """Opaque inspection results, shaped like PAVE's description, once COMPLETE."""
+        now = dt.datetime.now(dt.UTC)
+        key = request.path_params["key"]
+        if not self.authorised(request.headers, now):
+            return JSONResponse({"message": "Unauthenticated."}, status_code=401)
+        with self._lock:
+            session = self._sessions.get(key)
+            body = session.payload(now) if session else None
+        if body is None:
+            return JSONResponse({"message": f"Session {key} cannot be found."}, status_code=404)
+        if body["status"] != "COMPLETE":
+            return JSONResponse({"message": "Session is not yet completed."}, status_code=400)
+        return JSONResponse(inspection_results(body))
 
     async def _put_session(self, request: Request) -> Response:
         key = request.path_params["key"]
