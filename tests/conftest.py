@@ -9,6 +9,8 @@ Nothing started here outlives its test.
 from __future__ import annotations
 
 import os
+import signal
+import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -140,3 +142,29 @@ def simulator() -> Simulator:
 def simulator_url(simulator: Simulator) -> Iterator[str]:
     with running_simulator(simulator) as url:
         yield url
+
+
+@pytest.fixture
+def simulator_for_e2e() -> Iterator[tuple[Simulator, str]]:
+    simulator = Simulator()
+    with running_simulator(simulator) as url:
+        yield simulator, url
+
+
+@pytest.fixture
+def tracker_process(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Started by the test; stopped, with every child, whatever happens."""
+    processes: list[subprocess.Popen[bytes]] = []
+    yield processes
+    for process in processes:
+        if process.poll() is None:
+            process.terminate()
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # any child left behind
+        except ProcessLookupError:
+            pass

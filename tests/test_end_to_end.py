@@ -8,17 +8,12 @@ must be exactly the statuses the simulator served it, in order.
 from __future__ import annotations
 
 import json
-import os
-import signal
 import subprocess
-import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from worker.pave.simulator import Simulator, running_simulator, scaled
+from tests.processes import command, start_run, stop, tracker_env, wait_until
+from worker.pave.simulator import Simulator, scaled
 
 FAST = 0.25
 # key: (lifecycle, not_found_for, trailing_comma, expected tracking, expected final status)
@@ -37,91 +32,9 @@ SESSIONS: dict[str, tuple[list[tuple[str, float | None]], float, bool, str, str 
 NEVER_FOUND = ["E2E-MISSING-1", "E2E-MISSING-2"]
 WARM_UP = "E2E-WARM-UP"
 
-TRACKER = str(Path(sys.executable).with_name("pave-tracker"))
-
-
-def tracker_env(simulator_url: str, **extra: str) -> dict[str, str]:
-    env = {name: value for name, value in os.environ.items()
-           if not name.startswith(("PAVE_", "DATABASE_", "BROKER_", "REDIS_", "POLL_"))}
-    env.update({
-        "PAVE_API_URL": simulator_url,
-        "PAVE_API_KEY": "sim-api-key",
-        "PAVE_USERNAME": "sim-user",
-        "PAVE_API_SECRET": "sim-api-secret",
-        "POLL_INTERVAL": "0.2",
-        "POLL_INTERVAL_IDLE": "0.3",
-        "DISPATCH_INTERVAL": "0.2",
-        "NOT_FOUND_GRACE": "2",
-        "LEASE_SECONDS": "15",
-        "PAVE_TIMEOUT": "5",
-        **extra,
-    })
-    return env
-
-
-def command(env: dict[str, str], cwd: Path, *args: str) -> str:
-    done = subprocess.run([TRACKER, *args], env=env, cwd=cwd, capture_output=True, text=True,
-                          timeout=60)
-    assert done.returncode == 0, done.stderr
-    return done.stdout
-
-
-@pytest.fixture
-def simulator_for_e2e() -> Iterator[tuple[Simulator, str]]:
-    simulator = Simulator()
-    with running_simulator(simulator) as url:
-        yield simulator, url
-
-
-@pytest.fixture
-def tracker_process(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
-    """Started by the test; stopped, with every child, whatever happens."""
-    processes: list[subprocess.Popen[bytes]] = []
-    yield processes
-    for process in processes:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        try:
-            os.killpg(process.pid, signal.SIGKILL)  # any child left behind
-        except ProcessLookupError:
-            pass
-
-
-def live_processes_in_group(group: int) -> list[int]:
-    """Processes of this process group that still run (zombies awaiting init excluded)."""
-    alive = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        state, pgid = fields[0], int(fields[2])
-        if pgid == group and state != "Z":
-            alive.append(int(stat.parent.name))
-    return alive
-
-
-def wait_until(condition, timeout: float, message: str) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.3)
-    raise AssertionError(message)
-
-
 def run_lifecycles(simulator: Simulator, env: dict[str, str], folder: Path,
                    processes: list[subprocess.Popen[bytes]]) -> None:
-    log = (folder / "run.log").open("wb")
-    process = subprocess.Popen([TRACKER, "run", "--concurrency", "2", "--loglevel", "info"],
-                               env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT,
-                               start_new_session=True)
-    processes.append(process)
+    process = start_run(env, folder, processes)
 
     # Warm up: the lifecycles start only once the tracker is really polling.
     simulator.add_session(WARM_UP, [("IDLE", None)])
@@ -173,11 +86,7 @@ def run_lifecycles(simulator: Simulator, env: dict[str, str], folder: Path,
     assert {key: len(simulator.served(key)) for key in finished} == answers_before
     assert len(simulator.served("E2E-IDLE")) > idle_before
 
-    # A warm shutdown (SIGTERM to the main process) takes every child with it.
-    process.terminate()
-    assert process.wait(timeout=30) == 0
-    wait_until(lambda: not live_processes_in_group(process.pid), 10,
-               "processes left behind")
+    stop(process)
 
 
 def test_embedded_default(simulator_for_e2e: tuple[Simulator, str], tmp_path: Path,

@@ -95,7 +95,7 @@ events = ["session.status_changed"]
         ("[[pager]]\nname = 'x'", "unknown section [[pager]]"),
         ("webhook = 3", "a list of tables"),
         ("[[webhook]]\nname = 'a'\nurl = 'https://x.example'", "secrets: Field required"),
-        ("[[webhook]]\nname = 'a'\nurl = 'not a url'\nsecrets = ['%s']" % SECRET, "url"),
+        (f"[[webhook]]\nname = 'a'\nurl = 'not a url'\nsecrets = ['{SECRET}']", "url"),
         ("[[webhook]]\nname = 'a'\nurl = 'https://x.example'\nsecrets = ['nope']",
          "starts with whsec_"),
         ("[[webhook]]\nname = 'a'\nurl = 'https://x.example'\nsecrets = ['whsec_!!']",
