@@ -11,7 +11,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from worker.cli import main
-from worker.config import get_settings
+from worker.config import get_settings, get_targets
 
 
 @pytest.fixture(autouse=True)
@@ -20,12 +20,15 @@ def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     for name in ("DATABASE_URL", "BROKER_URL", "REDIS_URL", "POLL_INTERVAL"):
         monkeypatch.delenv(name, raising=False)
     get_settings.cache_clear()
+    get_targets.cache_clear()
     yield tmp_path
     get_settings.cache_clear()
+    get_targets.cache_clear()
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     get_settings.cache_clear()
+    get_targets.cache_clear()
     with pytest.raises(SystemExit) as exited:
         main(list(args))
     out, err = capsys.readouterr()
@@ -196,3 +199,65 @@ def test_any_key_arguments_give_success_or_exit_2(
     assert status in (0, 2), err
     if status == 2:
         assert err.count("\n") == 1
+
+
+def seed_dead_delivery(folder: Path) -> str:
+    """A session with one dead webhook delivery, in the scratch folder's database."""
+    from sqlalchemy import select
+
+    from tests.test_outbox import WEBHOOK, complete
+    from worker.db import session_factory
+    from worker.models import Delivery, DeliveryState
+
+    sessions = session_factory(f"sqlite:///{folder / 'pave-tracker.db'}")
+    complete(sessions, [WEBHOOK])
+    with sessions.begin() as db:
+        delivery = db.scalars(select(Delivery)).one()
+        delivery.state = DeliveryState.DEAD
+        delivery.next_attempt_at = None
+        delivery.last_error = "HTTP 500"
+        return delivery.id
+
+
+def test_deliveries_and_replay(capsys: pytest.CaptureFixture[str], scratch: Path) -> None:
+    assert cli(capsys, "db", "upgrade")[0] == 0
+    delivery_id = seed_dead_delivery(scratch)
+    status, out, _ = cli(capsys, "deliveries", "--state", "dead", "--json")
+    (row,) = json.loads(out)
+    assert row["id"] == delivery_id and row["session_key"] == "ABC-1"
+    assert row["event"] == "session.completed" and row["last_error"] == "HTTP 500"
+    status, out, _ = cli(capsys, "deliveries")
+    assert delivery_id in out and "1 delivery" in out
+    status, out, _ = cli(capsys, "show", "ABC-1", "--json")
+    assert json.loads(out)["deliveries"] == [{"id": delivery_id, "event": "session.completed",
+                                              "target": "webhook", "state": "dead",
+                                              "attempts": 0}]
+    status, out, _ = cli(capsys, "replay", delivery_id)
+    assert status == 0 and "replaying 1 delivery" in out
+    status, out, _ = cli(capsys, "deliveries", "--state", "pending", "--json")
+    assert [row["id"] for row in json.loads(out)] == [delivery_id]
+    assert "replaying 0 deliveries" in cli(capsys, "replay", "--dead")[1]
+
+
+@pytest.mark.parametrize(
+    "args, reason",
+    [
+        (["replay"], "give delivery ids, or --dead alone"),
+        (["replay", "--dead", "msg_" + "0" * 32], "give delivery ids, or --dead alone"),
+        (["replay", "12; DROP TABLE deliveries"], "bad delivery id"),
+        (["replay", "msg_" + "0" * 32], "no such delivery"),
+        (["deliveries", "--state", "lost"], "Invalid value"),
+    ],
+)
+def test_bad_delivery_arguments_exit_2(
+    capsys: pytest.CaptureFixture[str], args: list[str], reason: str
+) -> None:
+    assert cli(capsys, "db", "upgrade")[0] == 0
+    assert_refused(cli(capsys, *args), reason)
+
+
+def test_a_bad_target_file_stops_run_with_exit_2(
+    capsys: pytest.CaptureFixture[str], scratch: Path
+) -> None:
+    (scratch / "pave-tracker.toml").write_text("[[webhook]]\nname = 'x'\n")
+    assert_refused(cli(capsys, "run"), "bad setting PAVE_TRACKER_CONFIG")
