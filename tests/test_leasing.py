@@ -11,11 +11,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from tests.conftest import make_settings
 from tests.helpers import add_session
 from worker.db import utcnow
-from worker.models import StatusChange, TrackedSession
+from worker.delivery.targets import HookTarget
+from worker.models import Delivery, Event, StatusChange, TrackedSession
 from worker.pave.payload import SessionSnapshot
 from worker.tracking.leasing import claim_leased_sessions, lease_due_sessions
 from worker.tracking.observations import Outcome
 from worker.tracking.polling import dispatch_due_polls, poll_leased_sessions
+
+HOOK = HookTarget(name="hook", callable="x:y", events=["session.status_changed"])
 
 
 def lease(sessions: sessionmaker[Session], now: dt.datetime, limit: int = 1000,
@@ -122,7 +125,8 @@ def test_a_poll_message_delivered_twice_polls_and_records_once(
         barrier.wait()
         ids, token = sent[0]
         reports.append(poll_leased_sessions(ids=ids, lease_token=token, sessions=sessions,
-                                            settings=settings, fetch=counting_fetch))
+                                            settings=settings, fetch=counting_fetch,
+                                            targets=[HOOK]))
 
     threads = [threading.Thread(target=deliver) for _ in range(2)]
     for thread in threads:
@@ -134,6 +138,8 @@ def test_a_poll_message_delivered_twice_polls_and_records_once(
     with sessions() as db:
         assert db.scalar(select(func.count()).select_from(StatusChange)) == 1
         assert db.scalars(select(TrackedSession)).one().poll_count == 1
+        assert db.scalar(select(func.count()).select_from(Event)) == 1
+        assert db.scalar(select(func.count()).select_from(Delivery)) == 1
 
 
 def test_a_poll_that_outlived_its_lease_records_nothing(

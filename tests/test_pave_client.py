@@ -163,3 +163,35 @@ def test_simulator_accepts_a_static_token() -> None:
 def test_refused_connection_is_a_transport_error() -> None:
     with pytest.raises(PaveTransportError):
         fetch("http://127.0.0.1:9/v1", "ABC-1")
+
+
+def test_results_only_once_complete(simulator: Simulator, simulator_url: str) -> None:
+    from worker.tracking.polling import fetch_sessions
+
+    simulator.add_session("ABC-1", [("IDLE", None)])
+    simulator.add_session("ABC-2", [("COMPLETE", None)])
+
+    async def call() -> dict[str, object]:
+        async with PaveClient(base_url=simulator_url, credentials=CREDENTIALS) as client:
+            with pytest.raises(PaveServerError, match="HTTP 400"):
+                await client.get_results("ABC-1")
+            outcomes = await fetch_sessions(client, ["ABC-1", "ABC-2"], concurrency=2,
+                                            with_results=True)
+            return dict(outcomes)
+
+    outcomes = asyncio.run(call())
+    idle, complete = outcomes["ABC-1"], outcomes["ABC-2"]
+    assert isinstance(idle, SessionSnapshot) and idle.results is None
+    assert isinstance(complete, SessionSnapshot) and complete.results is not None
+    assert complete.results["inspection"]["worst_grade"] == 3
+
+
+def test_results_that_are_not_an_object_are_a_bad_payload() -> None:
+    async def call() -> object:
+        async with PaveClient(base_url="https://pave.test/v1", credentials=CREDENTIALS,
+                              transport=httpx.MockTransport(
+                                  lambda request: httpx.Response(200, json=[1, 2]))) as client:
+            return await client.get_results("ABC-1")
+
+    with pytest.raises(PaveBadPayload, match="results"):
+        asyncio.run(call())
