@@ -42,7 +42,7 @@ def start_run(env: dict[str, str], folder: Path, processes: list[subprocess.Pope
               *, log_name: str = "run.log") -> subprocess.Popen[bytes]:
     """`pave-tracker run` in its own process group, its output in `folder/log_name`."""
     log = (folder / log_name).open("ab")
-    process = subprocess.Popen([TRACKER, "run", "--concurrency", "2", "--loglevel", "info"],
+    process = subprocess.Popen([TRACKER, "run", "--loglevel", "info"],
                                env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
     processes.append(process)

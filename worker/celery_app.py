@@ -11,7 +11,9 @@ from typing import Any
 
 from celery import Celery
 from celery.signals import worker_process_init
+from kombu.transport.sqlalchemy import Channel as SQLAlchemyChannel
 from kombu.transport.sqlalchemy import Transport as SQLAlchemyTransport
+from sqlalchemy import Engine, event
 
 from worker.config import Settings, get_settings
 from worker.db import engine_for
@@ -25,6 +27,27 @@ POLL_TASK = "pave_tracker.poll_sessions"
 DELIVER_TASK = "pave_tracker.deliver_outbox"
 
 
+class EmbeddedBrokerChannel(SQLAlchemyChannel):
+    """kombu's SQL channel on a SQLite file in WAL mode.
+
+    In SQLite's default journal mode a reader blocks every writer: the worker polling
+    the queue held up beat and the pool's children sending, and messages waited about
+    a second each. In WAL mode readers and the writer go side by side.
+    """
+
+    def _engine_from_config(self) -> Engine:
+        engine: Engine = super()._engine_from_config()
+
+        @event.listens_for(engine, "connect")
+        def _wal(dbapi_connection: Any, connection_record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA busy_timeout=30000")
+            cursor.close()
+
+        return engine
+
+
 class EmbeddedBrokerTransport(SQLAlchemyTransport):
     """kombu's SQLAlchemy transport, polling its table often enough for short intervals.
 
@@ -32,6 +55,7 @@ class EmbeddedBrokerTransport(SQLAlchemyTransport):
     hands every option to `create_engine()`, which refuses unknown ones.
     """
 
+    Channel = EmbeddedBrokerChannel
     polling_interval = 0.1
 
 

@@ -222,11 +222,15 @@ def upgrade() -> None:
 
 
 @cli.command()
-@click.option("--concurrency", type=click.IntRange(1, 64),
-              help="Worker processes (default: one per CPU).")
+@click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True,
+              help="Tasks run at once.")
+@click.option("--pool", type=click.Choice(["threads", "prefork"]), default="threads",
+              show_default=True,
+              help="threads: one process, nothing to leave behind; prefork: a process per "
+                   "task slot, with hard time limits.")
 @click.option("--loglevel", default="info",
               type=click.Choice(["debug", "info", "warning", "error"]))
-def run(concurrency: int | None, loglevel: str) -> None:
+def run(concurrency: int, pool: str, loglevel: str) -> None:
     """Run the worker and the beat in one process."""
     settings = get_settings()
     targets = get_targets()  # a bad target configuration stops here, not at the first event
@@ -236,13 +240,27 @@ def run(concurrency: int | None, loglevel: str) -> None:
     click.echo(f"{PROG}: {len(targets)} callback target(s): "
                f"{', '.join(t.name for t in targets) or 'none'}", err=True)
 
-    argv = ["worker", "--beat", f"--loglevel={loglevel.upper()}"]
-    if concurrency:
-        argv.append(f"--concurrency={concurrency}")
+    # Threads by default: polls wait on the network, not the CPU, and a prefork pool's
+    # children that get a group-wide SIGTERM (Ctrl-C, timeout, systemd) can die holding
+    # the pool's queue lock and hang the parent's exit (billiard's _help_stuff_finish).
+    argv = ["worker", "--beat", f"--loglevel={loglevel.upper()}", f"--pool={pool}",
+            f"--concurrency={concurrency}"]
     if settings.uses_embedded_broker:
         # Mingle, gossip and heartbeats need fanout exchanges the SQL transport lacks.
         argv += ["--without-mingle", "--without-gossip", "--without-heartbeat"]
     app.worker_main(argv)
+
+
+@cli.command()
+@click.option("--sessions", "session_count", default=8, show_default=True,
+              type=click.IntRange(4, 200), help="How many simulated sessions to track.")
+@click.option("--keep-running", is_flag=True,
+              help="Keep showing the table until Ctrl-C instead of stopping when all is done.")
+def demo(session_count: int, keep_running: bool) -> None:
+    """Run everything on this machine with no services and no PAVE account."""
+    from worker.demo import run_demo
+
+    sys.exit(run_demo(count=session_count, keep_running=keep_running))
 
 
 @cli.command()

@@ -305,3 +305,10 @@ def _build(label: str, model: type[TargetModel], values: dict[str, Any]) -> Targ
 @lru_cache(maxsize=1)
 def get_targets() -> tuple[Target, ...]:
     return tuple(load_targets(get_settings()))
+
+
+def environment_without_settings() -> dict[str, str]:
+    """This process's environment minus every pave-tracker variable: the base for a child
+    process (the demo's worker) that must see only the settings it is given."""
+    ours = {name.upper() for name in Settings.model_fields} | {"PAVE_TRACKER_CONFIG"}
+    return {name: value for name, value in os.environ.items() if name.upper() not in ours}

@@ -94,6 +94,9 @@ class SimulatedSession:
     created_at: dt.datetime
     not_found_for: float = 0.0
     trailing_comma: bool = False
+    # The lifecycle's clock starts at the first request instead of at creation, so a
+    # demo's sessions all start fresh however long the tracker took to come up.
+    starts_on_first_request: bool = False
     served: list[Served] = field(default_factory=list)
 
     def step_at(self, now: dt.datetime) -> tuple[str, dt.datetime] | None:
@@ -221,6 +224,7 @@ class Simulator:
         not_found_for: float = 0.0,
         trailing_comma: bool = False,
         created_at: dt.datetime | None = None,
+        starts_on_first_request: bool = False,
     ) -> SimulatedSession:
         if not lifecycle:
             raise ValueError("a lifecycle needs at least one step")
@@ -230,6 +234,7 @@ class Simulator:
             created_at=created_at or dt.datetime.now(dt.UTC),
             not_found_for=not_found_for,
             trailing_comma=trailing_comma,
+            starts_on_first_request=starts_on_first_request,
         )
         with self._lock:
             self._sessions[session_key] = session
@@ -278,6 +283,8 @@ class Simulator:
             return JSONResponse({"message": "Unauthenticated."}, status_code=401)
         with self._lock:
             session = self._sessions.get(key)
+            if session and session.starts_on_first_request and not session.served:
+                session.created_at = now
             body = session.payload(now) if session else None
             log = session.served if session else self._unknown_served.setdefault(key, [])
             log.append(Served(at=now, status=body["status"] if body else None))

@@ -1,0 +1,294 @@
+"""`pave-tracker demo`: the whole product on a fresh machine, in under a minute.
+
+It starts the PAVE simulator and a webhook receiver (which verifies every signature with
+the `standardwebhooks` package) on loopback, a real `pave-tracker run` worker on the
+embedded database and broker in a temporary folder, tracks a set of simulated sessions
+with short, varied lifecycles, shows them moving and their callbacks arriving, prints a
+summary and cleans everything up: no process and no file is left behind.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+from sqlalchemy import select
+from standardwebhooks import Webhook, WebhookVerificationError
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from worker.config import Settings, environment_without_settings
+from worker.db import session_factory, utcnow
+from worker.models import TrackedSession, Tracking
+from worker.pave.simulator import ServerThread, Simulator, Step, scaled
+from worker.schema import upgrade_database
+from worker.tracking.requests import TrackRequest
+from worker.tracking.service import track_sessions
+
+SPEED = 0.25  # lifecycles run at four times their scripted pace
+EVENTS = "session.completed,session.expired,session.invalid,tracking.not_found"
+TERMINAL_EVENT = {"COMPLETE": "session.completed", "EXPIRED": "session.expired",
+                  "INVALID": "session.invalid"}
+
+
+@dataclass(frozen=True)
+class DemoSession:
+    key: str
+    lifecycle: list[Step] | None  # None: PAVE never heard of it
+    expected_event: str
+
+
+def demo_sessions(count: int) -> list[DemoSession]:
+    """At least one expired, one invalid and one never found; the rest complete."""
+    fixed = [
+        DemoSession("DEMO-EXPIRED", scaled("expired", SPEED), "session.expired"),
+        DemoSession("DEMO-INVALID", scaled("invalid", SPEED), "session.invalid"),
+        DemoSession("DEMO-NEVER-FOUND", None, "tracking.not_found"),
+    ]
+    completing = ["complete", "skips_to_complete", "unknown_status"]
+    others = [
+        DemoSession(f"DEMO-{number:03d}",
+                    scaled(completing[number % len(completing)], SPEED * (1 + number % 3 / 2)),
+                    "session.completed")
+        for number in range(1, max(count - len(fixed), 1) + 1)
+    ]
+    return others + fixed
+
+
+@dataclass
+class DemoReceiver:
+    """The dealer's side: verifies each webhook, keeps the first of each webhook-id."""
+
+    secret: str
+    events: dict[str, dict[str, Any]] = field(default_factory=dict)  # by webhook-id
+    arrivals: int = 0
+    refused: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def app(self) -> Starlette:
+        return Starlette(routes=[Route("/webhooks/pave", self.receive, methods=["POST"])])
+
+    async def receive(self, request: Request) -> Response:
+        body = await request.body()
+        try:
+            event = Webhook(self.secret).verify(body, dict(request.headers))
+        except WebhookVerificationError:
+            with self.lock:
+                self.refused += 1
+            return Response(status_code=400)
+        with self.lock:
+            self.arrivals += 1
+            self.events.setdefault(request.headers["webhook-id"], event)
+        return Response(status_code=204)
+
+    def by_session(self) -> dict[str, list[str]]:
+        with self.lock:
+            seen: dict[str, list[str]] = {}
+            for event in self.events.values():
+                seen.setdefault(event["data"]["session_key"], []).append(event["type"])
+            return seen
+
+
+@contextmanager
+def serving(app: Any) -> Iterator[str]:
+    server = ServerThread(app)
+    server.start()
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
+@contextmanager
+def worker_process(env: dict[str, str], folder: Path) -> Iterator[subprocess.Popen[bytes]]:
+    """`pave-tracker run` in its own process group; stopped with all its children."""
+    log = (folder / "worker.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "worker", "run", "--loglevel", "warning"],
+        env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            process.terminate()  # warm shutdown: the worker stops its pool and beat
+            try:
+                process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+        try:
+            os.killpg(process.pid, signal.SIGKILL)  # anything it left behind
+        except ProcessLookupError:
+            pass
+        log.close()
+
+
+def rows(settings: Settings) -> list[TrackedSession]:
+    with session_factory(settings.database_url)() as db:
+        return list(db.scalars(select(TrackedSession).order_by(TrackedSession.id)))
+
+
+def render_table(sessions: list[TrackedSession], received: dict[str, list[str]],
+                 elapsed: float) -> Table:
+    table = Table(title=f"pave-tracker demo · {elapsed:4.1f} s", title_justify="left")
+    for header in ("session", "PAVE status", "tracking", "polls", "callbacks received"):
+        table.add_column(header)
+    for tracked in sessions:
+        table.add_row(tracked.session_key, tracked.status or "-", tracked.tracking.value,
+                      str(tracked.poll_count), ", ".join(received.get(tracked.session_key, [])))
+    return table
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def run_demo(*, count: int, keep_running: bool, timeout: float = 50.0) -> int:
+    # SIGTERM ends the demo like Ctrl-C: the worker and the servers are stopped, the
+    # temporary folder removed.
+    signal.signal(signal.SIGTERM, _interrupt)
+    console = Console(soft_wrap=True)
+    started = time.monotonic()
+    planned = demo_sessions(count)
+    folder = Path(tempfile.mkdtemp(prefix="pave-tracker-demo-"))
+    secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+    simulator = Simulator()
+    receiver = DemoReceiver(secret=secret)
+    try:
+        with ExitStack() as stack:
+            pave_url = stack.enter_context(serving(simulator.app)) + "/v1"
+            hook_url = stack.enter_context(serving(receiver.app())) + "/webhooks/pave"
+            values = {
+                "DATABASE_URL": f"sqlite:///{folder / 'demo.db'}",
+                "BROKER_URL": f"sqla+sqlite:///{folder / 'broker.db'}",
+                "PAVE_API_URL": pave_url, "PAVE_API_KEY": simulator.api_key,
+                "PAVE_USERNAME": simulator.username,
+                "PAVE_API_SECRET": simulator.api_secret or "",
+                "POLL_INTERVAL": "0.5", "POLL_INTERVAL_IDLE": "1", "DISPATCH_INTERVAL": "0.5",
+                "NOT_FOUND_GRACE": "3", "DELIVERY_RETRY_SCHEDULE": "1,2,5",
+                "WEBHOOK_URL": hook_url, "WEBHOOK_SECRET": secret, "WEBHOOK_EVENTS": EVENTS,
+                "PAVE_TRACKER_CONFIG": str(folder / "no-targets.toml"),
+            }
+            (folder / "no-targets.toml").write_text("# the demo's only target is WEBHOOK_URL\n")
+            fields: dict[str, Any] = {name.lower(): value for name, value in values.items()}
+            settings = Settings(_env_file=None, **fields)
+            upgrade_database(settings)
+            for planned_session in planned:
+                if planned_session.lifecycle is not None:
+                    simulator.add_session(planned_session.key, planned_session.lifecycle,
+                                          starts_on_first_request=True)
+            with session_factory(settings.database_url).begin() as db:
+                track_sessions(db=db, requests=[TrackRequest(s.key, {"source": "demo"})
+                                                for s in planned], now=utcnow())
+            console.print(f"[bold]pave-tracker demo[/]: PAVE simulator on {pave_url}, "
+                          f"webhook receiver on {hook_url}, {len(planned)} sessions, "
+                          f"worker starting (files in {folder})")
+            worker = stack.enter_context(
+                worker_process({**environment_without_settings(), **values}, folder))
+            try:
+                finished = watch(console, settings, receiver, planned, started, worker,
+                                 keep_running=keep_running, timeout=timeout)
+            except KeyboardInterrupt:
+                finished = done(settings, receiver, planned)
+            if worker.poll() is not None:
+                tail = (folder / "worker.log").read_text(errors="replace")[-2000:]
+                console.print(f"[red]the worker stopped (exit {worker.returncode})[/]:\n{tail}")
+        return summarise(console, settings, receiver, planned, finished,
+                         time.monotonic() - started)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def done(settings: Settings, receiver: DemoReceiver, planned: list[DemoSession]) -> bool:
+    received = receiver.by_session()
+    return all(tracked.tracking is not Tracking.ACTIVE for tracked in rows(settings)) and all(
+        s.expected_event in received.get(s.key, []) for s in planned)
+
+
+def watch(console: Console, settings: Settings, receiver: DemoReceiver,
+          planned: list[DemoSession], started: float, worker: subprocess.Popen[bytes], *,
+          keep_running: bool, timeout: float) -> bool:
+    """Show the sessions until every one has ended and its callback arrived.
+
+    Returns whether they all did; with `keep_running`, only Ctrl-C (or SIGTERM) ends it.
+    """
+    deadline = time.monotonic() + timeout
+
+    def finished_or_stuck() -> bool | None:
+        if worker.poll() is not None:
+            return False
+        if keep_running:
+            return None
+        if done(settings, receiver, planned):
+            return True
+        return False if time.monotonic() > deadline else None
+
+    if console.is_terminal:
+        with Live(console=console, refresh_per_second=4) as live:
+            while True:
+                live.update(render_table(rows(settings), receiver.by_session(),
+                                         time.monotonic() - started))
+                outcome = finished_or_stuck()
+                if outcome is not None:
+                    return outcome
+                time.sleep(0.25)
+    seen: set[tuple[str, str]] = set()
+    while True:
+        # Not a terminal: one line per change instead of a redrawn table.
+        for tracked in rows(settings):
+            line = (tracked.session_key, f"{tracked.status or '-'} ({tracked.tracking.value})")
+            if tracked.status and line not in seen:
+                seen.add(line)
+                console.print(f"{time.monotonic() - started:5.1f} s  {line[0]}: {line[1]}")
+        for key, events in receiver.by_session().items():
+            for event in events:
+                if (key, event) not in seen:
+                    seen.add((key, event))
+                    console.print(f"{time.monotonic() - started:5.1f} s  {key}: "
+                                  f"callback {event} received, signature verified")
+        outcome = finished_or_stuck()
+        if outcome is not None:
+            return outcome
+        time.sleep(0.25)
+
+
+def summarise(console: Console, settings: Settings, receiver: DemoReceiver,
+              planned: list[DemoSession], finished: bool, elapsed: float) -> int:
+    final = {tracked.session_key: tracked for tracked in rows(settings)}
+    received = receiver.by_session()
+    missing = [s.key for s in planned if s.expected_event not in received.get(s.key, [])]
+    statuses: dict[str, int] = {}
+    for tracked in final.values():
+        label = tracked.status if tracked.tracking is Tracking.DONE else tracked.tracking.value
+        statuses[label or "-"] = statuses.get(label or "-", 0) + 1
+    console.print(render_table(list(final.values()), received, elapsed))
+    console.print(
+        f"summary: {len(final)} sessions: "
+        + ", ".join(f"{n} {label}" for label, n in sorted(statuses.items()))
+        + f"; {len(receiver.events)} callbacks received ({receiver.arrivals} requests), "
+        f"{receiver.refused} refused signatures; {elapsed:.1f} s"
+    )
+    if finished and not missing and receiver.refused == 0:
+        console.print("[green]demo finished: every session ended and every callback "
+                      "arrived, signed[/]")
+        return 0
+    console.print(f"[red]demo incomplete[/]: no callback yet for {', '.join(missing) or '-'}")
+    return 1
