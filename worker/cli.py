@@ -209,6 +209,22 @@ def replay(ids: tuple[str, ...], all_dead: bool) -> None:
     click.echo(f"replaying {replayed} deliver{'y' if replayed == 1 else 'ies'}")
 
 
+@cli.command()
+def check() -> None:
+    """Is everything this configuration needs reachable? One line each; exit 1 if not."""
+    from worker.check import run_checks
+
+    settings = get_settings()
+    failed = 0
+    for finding in run_checks(settings, get_targets()):
+        mark = "ok  " if finding.ok else "FAIL"
+        click.echo(f"{mark}  {finding.what}: {finding.detail}")
+        failed += not finding.ok
+    if failed:
+        click.echo(f"{failed} check(s) failed", err=True)
+        sys.exit(1)
+
+
 @cli.group()
 def db() -> None:
     """Database schema."""

@@ -12,6 +12,8 @@ import json
 import smtplib
 import ssl
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from email.message import EmailMessage
 from urllib.parse import unquote, urlsplit
@@ -54,6 +56,24 @@ def parse_smtp_url(url: str) -> SmtpServer:
     )
 
 
+@contextmanager
+def smtp_session(server: SmtpServer, *, ca_file: str | None, timeout: float
+                 ) -> Iterator[smtplib.SMTP]:
+    """Connected, upgraded to TLS as the URL asks, logged in if it has credentials."""
+    context = ssl.create_default_context(cafile=ca_file)
+    if server.security == "tls":
+        smtp: smtplib.SMTP = smtplib.SMTP_SSL(server.host, server.port, timeout=timeout,
+                                              context=context)
+    else:
+        smtp = smtplib.SMTP(server.host, server.port, timeout=timeout)
+    with smtp:
+        if server.security == "starttls":
+            smtp.starttls(context=context)
+        if server.username:
+            smtp.login(server.username, server.password or "")
+        yield smtp
+
+
 def build_message(target: EmailTarget, *, delivery_id: str, body: str) -> EmailMessage:
     document = json.loads(body)
     context = template_context(document)
@@ -81,18 +101,8 @@ def send_email(target: EmailTarget, *, delivery_id: str, body: str) -> AttemptRe
     except (ValueError, TemplateFailed) as exc:
         return AttemptResult(delivered=False, duration_ms=elapsed_ms(started), error=str(exc),
                              permanent=True)
-    context = ssl.create_default_context(cafile=target.ca_file)
     try:
-        if server.security == "tls":
-            smtp: smtplib.SMTP = smtplib.SMTP_SSL(server.host, server.port,
-                                                  timeout=target.timeout, context=context)
-        else:
-            smtp = smtplib.SMTP(server.host, server.port, timeout=target.timeout)
-        with smtp:
-            if server.security == "starttls":
-                smtp.starttls(context=context)
-            if server.username:
-                smtp.login(server.username, server.password or "")
+        with smtp_session(server, ca_file=target.ca_file, timeout=target.timeout) as smtp:
             smtp.send_message(message)
     except (smtplib.SMTPException, OSError) as exc:
         # smtplib's messages carry the server's reply, never the password.
