@@ -143,7 +143,7 @@ def test_bad_csv_exits_2_with_the_line_and_writes_nothing(
         ("POLL_INTERVAL_IDLE", "0"),
         ("DISPATCH_INTERVAL", "nan"),
         ("NOT_FOUND_GRACE", "-5"),
-        ("POLL_MAX_AGE", ""),
+        ("POLL_MAX_AGE", "0"),
         ("TERMINAL_STATUSES", " , "),
         ("PAVE_API_URL", "ftp://pave"),
         ("DATABASE_URL", "pave.db"),
@@ -169,6 +169,14 @@ def test_a_bad_setting_never_echoes_a_secret(
     status, out, err = cli(capsys, "track", "ABC-1")
     assert status == 2 and "PAVE_USERNAME" in err
     assert "super-secret-value" not in out + err
+
+
+def test_an_empty_variable_means_the_default(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("POLL_INTERVAL", "")
+    assert cli(capsys, "track", "ABC-1")[0] == 0
+    assert get_settings().poll_interval == 60
 
 
 def test_settings_from_a_dotenv_file(capsys: pytest.CaptureFixture[str], scratch: Path) -> None:

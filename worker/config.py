@@ -53,6 +53,8 @@ class Settings(BaseSettings):
         env_file_encoding="utf-8",
         extra="ignore",
         case_sensitive=False,
+        # VAR= (as docker-compose passes an unset ${VAR:-}) means "not set": the default.
+        env_ignore_empty=True,
     )
 
     pave_api_url: str = "https://openapi.paveapi.com/v1"
