@@ -6,21 +6,16 @@ https://docs.celeryq.dev/en/stable/userguide/configuration.html for the full lis
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_process_init
+from celery.signals import setup_logging, worker_process_init
 from kombu.transport.sqlalchemy import Channel as SQLAlchemyChannel
 from kombu.transport.sqlalchemy import Transport as SQLAlchemyTransport
 from sqlalchemy import Engine, event
 
 from worker.config import Settings, get_settings
 from worker.db import engine_for
-
-# httpx logs every request at INFO: one line per poll is debug material, not the
-# worker's normal output (transitions and errors are logged by the tracker itself).
-logging.getLogger("httpx").setLevel(logging.WARNING)
 
 DISPATCH_TASK = "pave_tracker.dispatch_due_polls"
 POLL_TASK = "pave_tracker.poll_sessions"
@@ -92,7 +87,7 @@ def celery_config(settings: Settings) -> dict[str, Any]:
                 "options": {"expires": max(settings.dispatch_interval * 2, 1.0)},
             },
         },
-        "worker_hijack_root_logger": True,
+        "worker_hijack_root_logger": False,
     }
     if settings.uses_embedded_broker:
         # kombu picks the transport from a `sqla+` prefix before looking at
@@ -117,6 +112,16 @@ def create_app(settings: Settings) -> Celery:
 
 
 app = create_app(get_settings())
+
+
+@setup_logging.connect
+def _our_logging(loglevel: str | int | None = None, **_: Any) -> None:
+    """Celery leaves logging alone when this signal has a receiver: ours is JSON or
+    console lines with secrets redacted (`worker.logs`)."""
+    from worker.config import get_targets
+    from worker.logs import configure_logging
+
+    configure_logging(get_settings(), get_targets(), level=loglevel)
 
 
 @worker_process_init.connect

@@ -12,7 +12,7 @@ import tomllib
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
 from dotenv import dotenv_values
 from pydantic import (
@@ -90,6 +90,9 @@ class Settings(BaseSettings):
     )
     pave_tracker_config: str | None = None
     fetch_results: bool = False
+    log_format: Literal["auto", "json", "console"] = "auto"
+    log_level: Literal["debug", "info", "warning", "error", "DEBUG", "INFO", "WARNING",
+                       "ERROR"] = "info"
 
     # Not in SPEC's table: how the work is cut up. Documented in the README.
     dispatch_max: PositiveInt = 10_000

@@ -59,6 +59,10 @@ def apply_observation(
 
     if tracked.tracking is Tracking.ACTIVE and _too_old(tracked, now, settings):
         _finish(tracked, Tracking.GAVE_UP, now)
+        log.info("%s: tracked longer than POLL_MAX_AGE, tracking ended", tracked.session_key)
+    log.debug("polled %s: %s", tracked.session_key,
+              outcome.status if isinstance(outcome, SessionSnapshot) else outcome.describe(),
+              extra={"session_key": tracked.session_key, "tracking": tracked.tracking.value})
     ended = tracked.tracking if tracked.tracking is not Tracking.ACTIVE else None
     return Observed(change=change, ended=ended)
 
@@ -100,7 +104,9 @@ def _record_snapshot(
             pave_updated_at=snapshot.updated_at,
         )
         db.add(change)
-        log.info("%s: %s -> %s", tracked.session_key, tracked.status, snapshot.status)
+        log.info("%s: %s -> %s", tracked.session_key, tracked.status, snapshot.status,
+                 extra={"session_key": tracked.session_key, "from": tracked.status,
+                        "to": snapshot.status})
         tracked.status = snapshot.status
 
     # A field PAVE leaves out (or nulls) this time keeps what an earlier answer said.
