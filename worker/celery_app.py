@@ -9,12 +9,17 @@ from __future__ import annotations
 from typing import Any
 
 from celery import Celery
-from celery.signals import setup_logging, worker_process_init
+from celery.signals import (
+    setup_logging,
+    worker_init,
+    worker_process_init,
+    worker_process_shutdown,
+)
 from kombu.transport.sqlalchemy import Channel as SQLAlchemyChannel
 from kombu.transport.sqlalchemy import Transport as SQLAlchemyTransport
 from sqlalchemy import Engine, event
 
-from worker.config import Settings, get_settings
+from worker.config import Settings, get_settings, use_multiprocess_metrics
 from worker.db import engine_for
 
 DISPATCH_TASK = "pave_tracker.dispatch_due_polls"
@@ -112,6 +117,25 @@ def create_app(settings: Settings) -> Celery:
 
 
 app = create_app(get_settings())
+# Before any task module imports prometheus_client (see worker.metrics).
+METRICS_DIR = use_multiprocess_metrics(get_settings())
+
+
+@worker_init.connect
+def _serve_metrics(**_: Any) -> None:
+    port = get_settings().metrics_port
+    if port is not None and METRICS_DIR is not None:
+        from worker.metrics import serve_metrics
+
+        serve_metrics(port, METRICS_DIR)
+
+
+@worker_process_shutdown.connect
+def _forget_child(pid: int | None = None, **_: Any) -> None:
+    if METRICS_DIR is not None and pid is not None:
+        from worker.metrics import forget_process
+
+        forget_process(pid, METRICS_DIR)
 
 
 @setup_logging.connect

@@ -8,6 +8,7 @@ a message that names the variable and never repeats the value (it may be a secre
 from __future__ import annotations
 
 import os
+import tempfile
 import tomllib
 from collections.abc import Mapping
 from functools import lru_cache
@@ -90,6 +91,7 @@ class Settings(BaseSettings):
     )
     pave_tracker_config: str | None = None
     fetch_results: bool = False
+    metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error", "DEBUG", "INFO", "WARNING",
                        "ERROR"] = "info"
@@ -317,3 +319,18 @@ def environment_without_settings() -> dict[str, str]:
     process (the demo's worker) that must see only the settings it is given."""
     ours = {name.upper() for name in Settings.model_fields} | {"PAVE_TRACKER_CONFIG"}
     return {name: value for name, value in os.environ.items() if name.upper() not in ours}
+
+
+def use_multiprocess_metrics(settings: Settings) -> str | None:
+    """With METRICS_PORT set, put prometheus_client in multiprocess mode; returns its folder.
+
+    prometheus_client decides its mode from PROMETHEUS_MULTIPROC_DIR when it is first
+    imported, so this runs before any metric exists. An operator's own folder is kept;
+    otherwise a fresh one is made, since stale files from an earlier run would count.
+    """
+    if settings.metrics_port is None:
+        return None
+    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
+        prefix="pave-tracker-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
+    return folder

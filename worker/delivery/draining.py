@@ -17,6 +17,7 @@ from dataclasses import dataclass
 import httpx
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker import metrics
 from worker.config import Settings
 from worker.db import utcnow
 from worker.delivery.attempts import AttemptResult
@@ -93,6 +94,8 @@ def drain_outbox(
                             delivery.id)
                 continue
             _log_attempt(delivery, result, recorded.state)
+            metrics.DELIVERIES.labels(delivery.target,
+                                      "delivered" if result.delivered else "failed").inc()
             delivered += result.delivered
             failed += not result.delivered
     return DrainReport(leased=len(leased), delivered=delivered, failed=failed)

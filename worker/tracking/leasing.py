@@ -16,7 +16,7 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import select, text, update
+from sqlalchemy import func, select, text, update
 from sqlalchemy.orm import Session
 
 from worker.models import TrackedSession
@@ -57,6 +57,15 @@ def lease_due_sessions(
         .execution_options(synchronize_session=False)
     )
     return token, [row_id for (row_id,) in leased]
+
+
+def due_backlog(*, db: Session, now: dt.datetime) -> tuple[int, dt.datetime | None]:
+    """How many active sessions are due and not leased, and the oldest due time."""
+    count, oldest = db.execute(
+        select(func.count(), func.min(TrackedSession.next_poll_at))
+        .where(IS_ACTIVE, TrackedSession.next_poll_at <= now)
+    ).one()
+    return int(count), oldest
 
 
 def claim_leased_sessions(

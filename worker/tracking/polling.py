@@ -10,12 +10,14 @@ import dataclasses
 import os
 import random
 import threading
+import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from pydantic import SecretStr
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker import metrics
 from worker.config import Settings
 from worker.db import utcnow
 from worker.delivery.outbox import record_events
@@ -26,6 +28,7 @@ from worker.pave.client import PaveClient
 from worker.pave.payload import SessionSnapshot
 from worker.tracking.leasing import (
     claim_leased_sessions,
+    due_backlog,
     lease_due_sessions,
     load_claimed_sessions,
 )
@@ -52,10 +55,13 @@ def dispatch_due_polls(
     broker loses the messages, the leases expire and a later tick hands them out again.
     """
     with sessions.begin() as db:
+        now = utcnow()
         token, ids = lease_due_sessions(
-            db=db, now=utcnow(), limit=settings.dispatch_max,
-            lease_seconds=settings.lease_seconds,
+            db=db, now=now, limit=settings.dispatch_max, lease_seconds=settings.lease_seconds,
         )
+        due, oldest = due_backlog(db=db, now=now)
+    metrics.DUE_SESSIONS.set(due)
+    metrics.OLDEST_DUE.set((now - oldest).total_seconds() if oldest else 0)
     size = settings.poll_batch_size
     for start in range(0, len(ids), size):
         enqueue(ids[start : start + size], token)
@@ -94,7 +100,9 @@ def poll_leased_sessions(
             outcome = outcomes[tracked.session_key]
             observed = apply_observation(db=db, tracked=tracked, outcome=outcome, now=now,
                                          settings=settings, rng=rng)
-            changes += observed.change is not None
+            if observed.change is not None:
+                changes += 1
+                metrics.TRANSITIONS.labels(observed.change.to_status).inc()
             deliveries += record_events(
                 db=db, tracked=tracked, observed=observed, targets=targets, now=now,
                 results=outcome.results if isinstance(outcome, SessionSnapshot) else None,
@@ -129,14 +137,19 @@ async def fetch_sessions(
 
     async def one(key: str) -> Outcome:
         async with gate:
+            started = time.perf_counter()
             try:
                 snapshot = await client.get_session(key)
                 if with_results and snapshot.status == "COMPLETE":
                     results = await client.get_results(key)
                     snapshot = dataclasses.replace(snapshot, results=results)
-                return snapshot
             except PaveError as error:
+                metrics.POLLS.labels(error.kind).inc()
                 return error
+            finally:
+                metrics.POLL_SECONDS.observe(time.perf_counter() - started)
+            metrics.POLLS.labels("ok").inc()
+            return snapshot
 
     results = await asyncio.gather(*(one(key) for key in keys))
     return dict(zip(keys, results, strict=True))

@@ -1,0 +1,54 @@
+"""Prometheus metrics from a real `pave-tracker run`, with a prefork pool."""
+
+from __future__ import annotations
+
+import subprocess
+from pathlib import Path
+
+import httpx
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.processes import TRACKER, command, stop, tracker_env, wait_until
+from tests.receivers import free_port
+from worker.pave.simulator import Simulator
+
+
+def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
+    text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
+    return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
+            for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def test_prefork_children_count_into_one_scrape(
+    simulator_for_e2e: tuple[Simulator, str], tmp_path: Path,
+    tracker_process: list[subprocess.Popen[bytes]],
+) -> None:
+    simulator, url = simulator_for_e2e
+    port = free_port()
+    env = tracker_env(url, METRICS_PORT=str(port))
+    for key in ("M-1", "M-2", "M-3"):
+        simulator.add_session(key, [("IDLE", 0.5), ("COMPLETE", None)],
+                              starts_on_first_request=True)
+    command(env, tmp_path, "track", "M-1", "M-2", "M-3", "M-404")
+    log = (tmp_path / "run.log").open("wb")
+    process = subprocess.Popen(
+        [TRACKER, "run", "--pool", "prefork",
+         "--concurrency", "2"], env=env, cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True)
+    tracker_process.append(process)
+
+    def settled() -> bool:
+        try:
+            samples = scrape(port)
+        except httpx.HTTPError:
+            return False
+        return samples.get(("pave_tracker_transitions_total", (("status", "COMPLETE"),))) == 3
+    wait_until(settled, 60, "the metrics never showed three completions")
+    samples = scrape(port)
+    stop(process)
+    assert samples[("pave_tracker_transitions_total", (("status", "IDLE"),))] == 3
+    assert samples[("pave_tracker_polls_total", (("outcome", "ok"),))] >= 6
+    assert samples[("pave_tracker_polls_total", (("outcome", "not_found"),))] >= 1
+    assert samples[("pave_tracker_poll_seconds_count", ())] >= 7
+    assert ("pave_tracker_due_sessions", ()) in samples
+    assert ("pave_tracker_oldest_due_seconds", ()) in samples
