@@ -269,3 +269,11 @@ def test_a_bad_target_file_stops_run_with_exit_2(
 ) -> None:
     (scratch / "pave-tracker.toml").write_text("[[webhook]]\nname = 'x'\n")
     assert_refused(cli(capsys, "run"), "bad setting PAVE_TRACKER_CONFIG")
+
+
+def test_a_big_csv_shows_progress(capsys: pytest.CaptureFixture[str], scratch: Path) -> None:
+    rows = "\n".join(f"KEY-{number:05d},S{number}" for number in range(2500))
+    (scratch / "big.csv").write_text(f"session_key,stock\n{rows}\n")
+    status, out, err = cli(capsys, "track", "--file", "big.csv")
+    assert status == 0 and "2500 new" in out
+    assert "tracking" in err  # the progress bar, on stderr

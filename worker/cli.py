@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -35,6 +35,7 @@ from worker.tracking.requests import (
 from worker.tracking.views import session_detail, session_summary
 
 PROG = "pave-tracker"
+PROGRESS_THRESHOLD = 2000
 
 
 @contextmanager
@@ -43,6 +44,17 @@ def database(settings: Settings) -> Iterator[Session]:
     ensure_schema(settings)
     with session_factory(settings.database_url).begin() as db:
         yield db
+
+
+@contextmanager
+def progress_bar(total: int, label: str) -> Iterator[Callable[[int], None]]:
+    """A progress bar on stderr for long work (a big CSV); nothing for a few keys."""
+    if total < PROGRESS_THRESHOLD:
+        yield lambda done: None
+        return
+    with click.progressbar(length=total, label=label, file=sys.stderr,
+                           show_pos=True, show_eta=True) as bar:
+        yield bar.update
 
 
 def print_json(value: Any) -> None:
@@ -77,12 +89,14 @@ def track(keys: tuple[str, ...], meta: tuple[str, ...], email: str | None,
         raise BadInput("nothing to track: give session keys or --file")
 
     settings = get_settings()
-    with database(settings) as db:
-        summary = service.track_sessions(db=db, requests=requests, now=utcnow())
+    unique = len(merge_requests(requests))
+    with database(settings) as db, progress_bar(unique, "tracking") as advance:
+        summary = service.track_sessions(db=db, requests=requests, now=utcnow(),
+                                         progress=advance)
     if as_json:
         print_json(summary.__dict__)
     else:
-        click.echo(f"tracking {len(merge_requests(requests))} session(s): "
+        click.echo(f"tracking {unique} session(s): "
                    f"{summary.added} new, {summary.restarted} restarted, "
                    f"{summary.updated} updated, {summary.unchanged} unchanged")
 

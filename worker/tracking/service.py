@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,12 +29,14 @@ class TrackSummary:
 
 
 def track_sessions(
-    *, db: Session, requests: Sequence[TrackRequest], now: dt.datetime
+    *, db: Session, requests: Sequence[TrackRequest], now: dt.datetime,
+    progress: Callable[[int], None] | None = None,
 ) -> TrackSummary:
     """Start tracking each key; idempotent.
 
     A new key is polled at once. A known key merges the new metadata into its own and,
     if its tracking ended other than `done`, starts again as if tracked now.
+    `progress` is told how many keys each chunk handled.
     """
     added = restarted = updated = unchanged = 0
     merged = merge_requests(requests)
@@ -75,6 +77,8 @@ def track_sessions(
                 updated += 1
             else:
                 unchanged += 1
+        if progress is not None:
+            progress(len(chunk))
     return TrackSummary(added=added, restarted=restarted, updated=updated, unchanged=unchanged)
 
 
