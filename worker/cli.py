@@ -301,7 +301,8 @@ def demo(session_count: int, keep_running: bool) -> None:
 @click.option("--api-secret", default="sim-api-secret", show_default=True)
 @click.option("--api-token", default=None, help="Also accept this static API-Token.")
 @click.option("--sessions", "session_count", default=0, type=click.IntRange(0, 100_000),
-              help="Script this many sessions SIM-00001… with varied lifecycles.")
+              help="Script this many sessions SIM-00001… with varied lifecycles, each "
+                   "starting at its first poll.")
 @click.option("--speed", default=1.0, type=click.FloatRange(min=0.001),
               help="Lifecycle steps take 1/SPEED of their scripted seconds.")
 def simulate(host: str, port: int, api_key: str, username: str, api_secret: str,
@@ -315,8 +316,10 @@ def simulate(host: str, port: int, api_key: str, username: str, api_secret: str,
                           api_token=api_token)
     names = list(LIFECYCLES)
     for number in range(1, session_count + 1):
+        # Each lifecycle starts at the session's first poll, however late that comes.
         simulator.add_session(f"SIM-{number:05d}",
-                              scaled(names[(number - 1) % len(names)], 1 / speed))
+                              scaled(names[(number - 1) % len(names)], 1 / speed),
+                              starts_on_first_request=True)
     click.echo(f"PAVE simulator on http://{host}:{port}/v1 — script sessions with "
                f"PUT /_simulator/sessions/KEY; see README", err=True)
     uvicorn.run(simulator.app, host=host, port=port, log_level="warning", lifespan="off")
