@@ -282,6 +282,53 @@ def run(concurrency: int, pool: str, loglevel: str) -> None:
 
 
 @cli.command()
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=8000, show_default=True, type=click.IntRange(1, 65535))
+def serve(host: str, port: int) -> None:
+    """Serve the HTTP API (and PAVE's push endpoint); /openapi.json describes it."""
+    import uvicorn
+
+    from worker.api.app import create_app
+    from worker.logs import configure_logging
+    from worker.tasks import poll_sessions_task
+
+    settings = get_settings()
+    targets = get_targets()
+    if not settings.api_tokens:
+        raise BadInput("set API_TOKENS (comma-separated, 16+ characters each) to serve the API")
+    ensure_schema(settings)
+    configure_logging(settings, targets)
+
+    def enqueue_poll(ids: list[int], lease_token: str) -> None:
+        poll_sessions_task.delay(ids, lease_token)
+
+    app = create_app(settings=settings, sessions=session_factory(settings.database_url),
+                     enqueue_poll=enqueue_poll)
+    uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
+
+
+@cli.group()
+def pave() -> None:
+    """PAVE's own API."""
+
+
+@pave.command(name="register-callbacks")
+@click.argument("url")
+def register_callbacks(url: str) -> None:
+    """Ask PAVE to push status changes to URL (this tracker's /pave/callbacks)."""
+    from worker.pave.callbacks import PUSH_EVENTS, register_push_callbacks
+
+    settings = get_settings()
+    if not url.startswith(("https://", "http://")):
+        raise BadInput(f"bad URL {url[:80]!r}: expected http(s)://…/pave/callbacks")
+    if settings.pave_push_token is None:
+        raise BadInput("set PAVE_PUSH_TOKEN first: PAVE sends it back with every push")
+    for event, how in register_push_callbacks(settings, url):
+        click.echo(f"{event}: {how}")
+    click.echo(f"PAVE will push {', '.join(PUSH_EVENTS)} to {url}")
+
+
+@cli.command()
 @click.option("--sessions", "session_count", default=8, show_default=True,
               type=click.IntRange(4, 200), help="How many simulated sessions to track.")
 @click.option("--keep-running", is_flag=True,

@@ -92,6 +92,9 @@ class Settings(BaseSettings):
     pave_tracker_config: str | None = None
     fetch_results: bool = False
     metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    api_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = ()
+    pave_push_token: SecretStr | None = None
+    push_autotrack: bool = False
     log_format: Literal["auto", "json", "console"] = "auto"
     log_level: Literal["debug", "info", "warning", "error", "DEBUG", "INFO", "WARNING",
                        "ERROR"] = "info"
@@ -118,6 +121,16 @@ class Settings(BaseSettings):
     def _split_events(cls, value: object) -> object:
         if isinstance(value, str):
             return check_events([part.strip() for part in value.split(",") if part.strip()])
+        return value
+
+    @field_validator("api_tokens", mode="before")
+    @classmethod
+    def _split_tokens(cls, value: object) -> object:
+        if isinstance(value, str):
+            tokens = tuple(part.strip() for part in value.split(",") if part.strip())
+            if any(len(token) < 16 for token in tokens):
+                raise ValueError("each token needs at least 16 characters")
+            return tokens
         return value
 
     @field_validator("delivery_retry_schedule", mode="before")

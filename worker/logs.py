@@ -53,6 +53,7 @@ def secrets_of(settings: Settings, targets: Iterable[Target]) -> list[str]:
     """Every secret value the configuration holds."""
     values = [settings.pave_api_secret, settings.pave_api_token, settings.pave_api_key,
               settings.webhook_secret, settings.smtp_url]
+    values += [settings.pave_push_token, *settings.api_tokens]
     found = [value.get_secret_value() for value in values if value is not None]
     if settings.webhook_secret is not None:
         found += settings.webhook_secret.get_secret_value().replace(",", " ").split()

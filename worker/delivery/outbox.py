@@ -211,7 +211,7 @@ def replay_deliveries(
 
 def list_deliveries(
     *, db: Session, state: DeliveryState | None = None, session_id: int | None = None,
-    limit: int | None = None,
+    limit: int | None = None, offset: int = 0,
 ) -> list[tuple[Delivery, Event, str]]:
     """Deliveries, oldest first, with their event and session key."""
     query = (
@@ -219,6 +219,7 @@ def list_deliveries(
         .join(Event, Event.id == Delivery.event_id)
         .join(TrackedSession, TrackedSession.id == Event.session_id)
         .order_by(Delivery.created_at, Delivery.id)
+        .offset(offset)
     )
     if state is not None:
         query = query.where(Delivery.state == state)

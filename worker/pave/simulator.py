@@ -19,11 +19,13 @@ import datetime as dt
 import hmac
 import json
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import uvicorn
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -33,6 +35,8 @@ from starlette.routing import Route
 from worker.pave.auth import TIMESTAMP_FORMAT, sign_token
 
 TOKEN_LIFETIME = dt.timedelta(minutes=5)
+PUSH_EVENTS = ("SESSION:STATUS_CHANGE", "SESSION:COMPLETE", "SESSION:STAGE_CHANGE",
+               "SESSION:SMS_PROCESS", "SESSION:NOTE_INSERT")
 INSPECTION_STARTED = {"STARTED", "PROCESS", "QC_PASSED", "CONFIRM", "COMPLETE"}
 INSPECTION_ENDED = {"QC_PASSED", "CONFIRM", "COMPLETE"}
 VIN_CAPTURED = {"QC_PASSED", "CONFIRM", "COMPLETE", "INVALID"}
@@ -206,8 +210,16 @@ class Simulator:
         self._unknown_served: dict[str, list[Served]] = {}
         self._lock = threading.Lock()
         self.rejected_auth = 0
+        self.callbacks: dict[str, dict[str, Any]] = {}  # PAVE's push registrations
+        self.pushed: list[tuple[float, str, str]] = []  # (time.time(), key, event)
+        self._pusher: threading.Thread | None = None
+        self._last_pushed: dict[str, str] = {}
         self.app = Starlette(
             routes=[
+                Route("/v1/callbacks", self._list_callbacks, methods=["GET"]),
+                Route("/v1/callbacks", self._post_callback, methods=["POST"]),
+                Route("/v1/callbacks/{event}", self._put_callback, methods=["PUT"]),
+                Route("/v1/callbacks/{event}", self._delete_callback, methods=["DELETE"]),
                 Route("/v1/sessions/{key}", self._get_session, methods=["GET"]),
                 Route("/v1/sessions/{key}/results", self._get_results, methods=["GET"]),
                 Route("/_simulator/sessions/{key}", self._put_session, methods=["PUT"]),
@@ -307,6 +319,89 @@ class Simulator:
         if body["status"] != "COMPLETE":
             return JSONResponse({"message": "Session is not yet completed."}, status_code=400)
         return JSONResponse(inspection_results(body))
+
+    # -- PAVE's push notifications -------------------------------------------------
+    async def _callback_body(self, request: Request) -> dict[str, Any] | Response:
+        if not self.authorised(request.headers, dt.datetime.now(dt.UTC)):
+            return JSONResponse({"message": "Unauthenticated."}, status_code=401)
+        try:
+            body = await request.json()
+            if not isinstance(body, dict) or body.get("event") not in PUSH_EVENTS \
+                    or not str(body.get("url", "")).startswith(("http://", "https://")):
+                raise ValueError
+        except ValueError:
+            return JSONResponse({"message": "event and url are required"}, status_code=422)
+        return {"event": body["event"], "url": body["url"],
+                "headers": dict(body.get("headers") or {})}
+
+    async def _list_callbacks(self, request: Request) -> Response:
+        if not self.authorised(request.headers, dt.datetime.now(dt.UTC)):
+            return JSONResponse({"message": "Unauthenticated."}, status_code=401)
+        with self._lock:
+            return JSONResponse(list(self.callbacks.values()))
+
+    async def _post_callback(self, request: Request) -> Response:
+        body = await self._callback_body(request)
+        if isinstance(body, Response):
+            return body
+        with self._lock:
+            if body["event"] in self.callbacks:
+                return JSONResponse({"message": "Callback already exists."}, status_code=409)
+            self.callbacks[body["event"]] = body
+        self._start_pushing()
+        return JSONResponse(body, status_code=201)
+
+    async def _put_callback(self, request: Request) -> Response:
+        body = await self._callback_body(request)
+        if isinstance(body, Response):
+            return body
+        with self._lock:
+            self.callbacks[body["event"]] = body
+        self._start_pushing()
+        return JSONResponse(body)
+
+    async def _delete_callback(self, request: Request) -> Response:
+        if not self.authorised(request.headers, dt.datetime.now(dt.UTC)):
+            return JSONResponse({"message": "Unauthenticated."}, status_code=401)
+        with self._lock:
+            self.callbacks.pop(request.path_params["event"], None)
+        return Response(status_code=204)
+
+    def _start_pushing(self) -> None:
+        with self._lock:
+            if self._pusher is None:
+                self._pusher = threading.Thread(target=self._push_forever, daemon=True)
+                self._pusher.start()
+
+    def _push_forever(self) -> None:
+        """Push each status change to the registered URLs, as PAVE would."""
+        with httpx.Client(timeout=5) as client:
+            while True:
+                now = dt.datetime.now(dt.UTC)
+                with self._lock:
+                    changes = []
+                    for key, session in self._sessions.items():
+                        step = session.step_at(now)
+                        if step and self._last_pushed.get(key) != step[0]:
+                            self._last_pushed[key] = step[0]
+                            changes.append((key, step[0]))
+                    callbacks = dict(self.callbacks)
+                for key, status in changes:
+                    events = ["SESSION:STATUS_CHANGE"] + (
+                        ["SESSION:COMPLETE"] if status == "COMPLETE" else [])
+                    for event in events:
+                        callback = callbacks.get(event)
+                        if callback is None:
+                            continue
+                        try:
+                            client.post(callback["url"], headers=callback["headers"],
+                                        json={"event": event, "session_key": key,
+                                              "status": status})
+                        except httpx.HTTPError:
+                            continue  # PAVE documents no retry
+                        with self._lock:
+                            self.pushed.append((time.time(), key, event))
+                time.sleep(0.05)
 
     async def _put_session(self, request: Request) -> Response:
         key = request.path_params["key"]

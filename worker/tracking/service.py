@@ -130,8 +130,9 @@ def list_sessions(
     tracking: Tracking | None = None,
     status: str | None = None,
     limit: int | None = None,
+    offset: int = 0,
 ) -> list[TrackedSession]:
-    query = select(TrackedSession).order_by(TrackedSession.id)
+    query = select(TrackedSession).order_by(TrackedSession.id).offset(offset)
     if tracking is not None:
         query = query.where(TrackedSession.tracking == tracking)
     if status is not None:

@@ -1,0 +1,47 @@
+"""PAVE's push notifications as a fast path: never truth, only "poll this one now"."""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from worker.models import TrackedSession, Tracking
+from worker.tracking.leasing import new_token
+from worker.tracking.requests import TrackRequest
+from worker.tracking.service import track_sessions
+
+
+class PushOutcome(enum.StrEnum):
+    POLLING = "polling"  # leased now: a poll starts at once
+    IN_FLIGHT = "in_flight"  # another poll holds the lease; it will see the news
+    FINISHED = "finished"  # tracking has ended; nothing to do
+    NOT_TRACKED = "not_tracked"  # unknown key and PUSH_AUTOTRACK is off
+
+
+def lease_for_push(
+    *, db: Session, session_key: str, now: dt.datetime, lease_seconds: float, autotrack: bool
+) -> tuple[PushOutcome, tuple[int, str] | None]:
+    """Make the session due now by leasing it at once; returns what to poll, if anything.
+
+    The push body is never recorded: the poll it starts asks PAVE's GET for the truth.
+    """
+    tracked = db.scalar(select(TrackedSession)
+                        .where(TrackedSession.session_key == session_key).with_for_update())
+    if tracked is None:
+        if not autotrack:
+            return PushOutcome.NOT_TRACKED, None
+        track_sessions(db=db, requests=[TrackRequest(session_key, {"source": "pave-push"})],
+                       now=now)
+        tracked = db.scalars(select(TrackedSession)
+                             .where(TrackedSession.session_key == session_key)).one()
+    if tracked.tracking is not Tracking.ACTIVE:
+        return PushOutcome.FINISHED, None
+    if tracked.lease_token is not None and tracked.leased_until and tracked.leased_until > now:
+        return PushOutcome.IN_FLIGHT, None
+    token = new_token()
+    tracked.lease_token = token
+    tracked.leased_until = tracked.next_poll_at = now + dt.timedelta(seconds=lease_seconds)
+    return PushOutcome.POLLING, (tracked.id, token)
