@@ -277,3 +277,41 @@ def test_a_big_csv_shows_progress(capsys: pytest.CaptureFixture[str], scratch: P
     status, out, err = cli(capsys, "track", "--file", "big.csv")
     assert status == 0 and "2500 new" in out
     assert "tracking" in err  # the progress bar, on stderr
+
+
+@pytest.mark.parametrize(
+    "args, env, reason",
+    [
+        (["serve"], {}, "set API_TOKENS"),
+        (["serve"], {"API_TOKENS": "short"}, "at least 16 characters"),
+        (["pave", "register-callbacks", "https://x.example/pave/callbacks"], {},
+         "set PAVE_PUSH_TOKEN"),
+        (["pave", "register-callbacks", "ftp://x"], {"PAVE_PUSH_TOKEN": "p" * 20}, "bad URL"),
+    ],
+)
+def test_serve_and_register_refuse_what_cannot_work(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    args: list[str], env: dict[str, str], reason: str,
+) -> None:
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert_refused(cli(capsys, *args), reason)
+
+
+def test_register_callbacks_with_the_simulator(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch,
+    simulator: object, simulator_url: str,
+) -> None:
+    for name, value in {"PAVE_API_URL": simulator_url, "PAVE_API_KEY": "sim-api-key",
+                        "PAVE_USERNAME": "sim-user", "PAVE_API_SECRET": "sim-api-secret",
+                        "PAVE_PUSH_TOKEN": "push-token-0123456789"}.items():
+        monkeypatch.setenv(name, value)
+    url = "http://127.0.0.1:9/pave/callbacks"
+    status, out, _ = cli(capsys, "pave", "register-callbacks", url)
+    assert status == 0 and "SESSION:COMPLETE: registered" in out
+    status, out, _ = cli(capsys, "pave", "register-callbacks", url)
+    assert status == 0 and "SESSION:COMPLETE: updated" in out
+    assert "push-token-0123456789" not in out
+    monkeypatch.setenv("PAVE_API_SECRET", "wrong")
+    status, _, err = cli(capsys, "pave", "register-callbacks", url)
+    assert status == 1 and "refused the credentials" in err
