@@ -9,7 +9,6 @@ Nothing started here outlives its test.
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -24,6 +23,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker.config import Settings
 from worker.db import engine_for, session_factory
 from worker.pave.simulator import Simulator, running_simulator
+from worker.processes import stop_process_group
 from worker.schema import upgrade_database
 
 PG_URL = os.environ.get(
@@ -157,14 +157,4 @@ def tracker_process(tmp_path: Path) -> Iterator[list[subprocess.Popen[bytes]]]:
     processes: list[subprocess.Popen[bytes]] = []
     yield processes
     for process in processes:
-        if process.poll() is None:
-            process.terminate()
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        try:
-            os.killpg(process.pid, signal.SIGKILL)  # any child left behind
-        except ProcessLookupError:
-            pass
+        stop_process_group(process)

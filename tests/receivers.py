@@ -27,8 +27,6 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from worker.pave.simulator import ServerThread
-
 SECRET = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"  # 24 bytes: the Standard Webhooks example
 OTHER_SECRET = "whsec_" + "QUJDREVGR0hJSktMTU5PUFFSU1RVVldYWVo0NTY3"
 
@@ -101,16 +99,6 @@ class Sink:
             self.received.append((dict(request.headers), await request.body()))
             return Response(status_code=self.status)
         return Starlette(routes=[Route("/{path:path}", handle, methods=["POST"])])
-
-
-@contextmanager
-def serving(app: Any) -> Iterator[str]:
-    server = ServerThread(app)
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
 
 
 def free_port() -> int:

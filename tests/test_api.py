@@ -11,10 +11,10 @@ import pytest
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.conftest import make_settings
-from tests.receivers import serving
 from tests.test_outbox import WEBHOOK, complete
 from worker.api.app import create_app
 from worker.models import Tracking
+from worker.pave.simulator import serving
 
 TOKEN = "api-token-0123456789"
 PUSH_TOKEN = "push-token-0123456789"

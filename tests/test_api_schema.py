@@ -11,9 +11,9 @@ import schemathesis
 from hypothesis import HealthCheck, given, settings
 
 from tests.conftest import make_settings
-from tests.receivers import serving
 from worker.api.app import create_app
 from worker.db import session_factory
+from worker.pave.simulator import serving
 from worker.schema import upgrade_database
 
 TOKEN = "schema-token-0123456789"

@@ -26,8 +26,8 @@ from tests.processes import (
     tracker_env,
     wait_until,
 )
-from tests.receivers import SECRET, WebhookReceiver, serving, smtp_server
-from worker.pave.simulator import Simulator, scaled
+from tests.receivers import SECRET, WebhookReceiver, smtp_server
+from worker.pave.simulator import Simulator, scaled, serving
 
 SMTP_PASSWORD = "smtp-pass-Zq81"
 COMPLETING = ["CB-COMPLETE-1", "CB-COMPLETE-2", "CB-COMPLETE-3", "CB-SKIPS"]

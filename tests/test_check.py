@@ -7,10 +7,11 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import make_settings
-from tests.receivers import SECRET, Sink, serving, smtp_server
+from tests.receivers import SECRET, Sink, smtp_server
 from worker.check import Finding, run_checks
 from worker.config import Settings
 from worker.delivery.targets import EmailTarget, HookTarget, Target, WebhookTarget
+from worker.pave.simulator import serving
 
 
 def findings(settings: Settings, *targets: Target) -> dict[str, Finding]:

@@ -21,13 +21,13 @@ from tests.receivers import (
     Sink,
     WebhookReceiver,
     self_signed_certificate,
-    serving,
     smtp_server,
 )
 from tests.test_outbox import complete
 from worker.delivery.draining import drain_outbox
 from worker.delivery.targets import CrmTarget, EmailTarget, HookTarget, Target, WebhookTarget
 from worker.models import Delivery, DeliveryAttempt, DeliveryState
+from worker.pave.simulator import serving
 
 HOOK_CALLS: list[dict[str, Any]] = []
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import httpx
 
 from tests.processes import TRACKER, command, start_run, stop, tracker_env, wait_until
-from tests.receivers import SECRET, WebhookReceiver, free_port, serving
-from worker.pave.simulator import Simulator
+from tests.receivers import SECRET, WebhookReceiver, free_port
+from worker.pave.simulator import Simulator, serving
 
 API_TOKEN = "api-token-0123456789"
 PUSH_TOKEN = "push-token-0123456789"

@@ -37,7 +37,8 @@ from starlette.routing import Route
 from worker.config import Settings, environment_without_settings
 from worker.db import session_factory, utcnow
 from worker.models import TrackedSession, Tracking
-from worker.pave.simulator import ServerThread, Simulator, Step, scaled
+from worker.pave.simulator import Simulator, Step, scaled, serving
+from worker.processes import stop_process_group
 from worker.schema import upgrade_database
 from worker.tracking.requests import TrackRequest
 from worker.tracking.service import track_sessions
@@ -107,16 +108,6 @@ class DemoReceiver:
 
 
 @contextmanager
-def serving(app: Any) -> Iterator[str]:
-    server = ServerThread(app)
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.stop()
-
-
-@contextmanager
 def worker_process(env: dict[str, str], folder: Path) -> Iterator[subprocess.Popen[bytes]]:
     """`pave-tracker run` in its own process group; stopped with all its children."""
     log = (folder / "worker.log").open("wb")
@@ -127,17 +118,7 @@ def worker_process(env: dict[str, str], folder: Path) -> Iterator[subprocess.Pop
     try:
         yield process
     finally:
-        if process.poll() is None:
-            process.terminate()  # warm shutdown: the worker stops its pool and beat
-            try:
-                process.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait()
-        try:
-            os.killpg(process.pid, signal.SIGKILL)  # anything it left behind
-        except ProcessLookupError:
-            pass
+        stop_process_group(process)
         log.close()
 
 

@@ -460,11 +460,18 @@ class ServerThread:
 
 
 @contextmanager
-def running_simulator(simulator: Simulator, *, port: int = 0) -> Iterator[str]:
-    """Serve `simulator` on loopback; yields PAVE_API_URL (ending in `/v1`)."""
-    server = ServerThread(simulator.app, port=port)
+def serving(app: Any, *, port: int = 0) -> Iterator[str]:
+    """Serve an ASGI app on loopback for the duration; yields its base URL."""
+    server = ServerThread(app, port=port)
     server.start()
     try:
-        yield f"{server.url}/v1"
+        yield server.url
     finally:
         server.stop()
+
+
+@contextmanager
+def running_simulator(simulator: Simulator, *, port: int = 0) -> Iterator[str]:
+    """Serve `simulator` on loopback; yields PAVE_API_URL (ending in `/v1`)."""
+    with serving(simulator.app, port=port) as url:
+        yield f"{url}/v1"
