@@ -19,7 +19,6 @@ from dotenv import dotenv_values
 from pydantic import (
     BaseModel,
     Field,
-    PositiveFloat,
     PositiveInt,
     SecretStr,
     ValidationError,
@@ -44,7 +43,8 @@ from worker.errors import SettingsError
 EMBEDDED_DATABASE_URL = "sqlite:///pave-tracker.db"
 EMBEDDED_BROKER_URL = "sqla+sqlite:///pave-tracker-broker.db"
 
-Seconds = PositiveFloat
+# Finite: "inf" seconds would overflow the first date computed from it.
+Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 TargetModel = TypeVar("TargetModel", bound=BaseModel)
 
 
@@ -71,7 +71,7 @@ class Settings(BaseSettings):
 
     poll_interval: Seconds = 60.0
     poll_interval_idle: Seconds = 300.0
-    not_found_grace: Annotated[float, Field(ge=0)] = 600.0
+    not_found_grace: Annotated[float, Field(ge=0, allow_inf_nan=False)] = 600.0
     poll_max_age: Seconds = 1_209_600.0
     terminal_statuses: Annotated[frozenset[str], NoDecode] = frozenset(
         {"COMPLETE", "EXPIRED", "INVALID"}
