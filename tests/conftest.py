@@ -76,7 +76,8 @@ def postgres_url() -> str:
 
 
 _migrated: set[str] = set()
-TABLES = "delivery_attempts, deliveries, events, status_changes, tracked_sessions"
+TABLES = ("pave_account, delivery_attempts, deliveries, events, status_changes, "
+          "tracked_sessions")
 
 
 def fresh_database(url: str) -> str:

@@ -68,6 +68,7 @@ def test_an_unmigrated_postgresql_fails(simulator_url: str, pg_url: str) -> None
     from worker.db import engine_for
 
     with engine_for(pg_url).begin() as connection:
+        head = connection.scalar(text("SELECT version_num FROM alembic_version"))
         connection.execute(text("UPDATE alembic_version SET version_num = '0001'"))
     try:
         result = findings(make_settings(pg_url, pave_api_url=simulator_url))
@@ -75,7 +76,8 @@ def test_an_unmigrated_postgresql_fails(simulator_url: str, pg_url: str) -> None
         assert "pave-tracker db upgrade" in result["database"].detail
     finally:
         with engine_for(pg_url).begin() as connection:
-            connection.execute(text("UPDATE alembic_version SET version_num = '0002'"))
+            connection.execute(text("UPDATE alembic_version SET version_num = :head"),
+                               {"head": head})
 
 
 @pytest.mark.parametrize("exit_status", [1])

@@ -3,6 +3,7 @@
 import datetime as dt
 import random
 import threading
+import time
 from collections.abc import Callable, Sequence
 
 from sqlalchemy import func, select
@@ -84,6 +85,7 @@ def test_two_dispatchers_at_once_never_lease_a_session_twice(
             if not ids:
                 break
             leased += ids
+            time.sleep(0.005)  # let the others in: SQLite would let one thread take all
         results.append(leased)
 
     threads = [threading.Thread(target=dispatcher) for _ in range(4)]

@@ -104,6 +104,8 @@ class Settings(BaseSettings):
     poll_batch_size: PositiveInt = 50
     poll_concurrency: PositiveInt = 20
     error_backoff_cap: Seconds = 1800.0
+    auth_pause: Seconds = 300.0
+    rate_limit_pause: Seconds = 30.0
     delivery_batch_size: PositiveInt = 10
 
     @field_validator("terminal_statuses", mode="before")

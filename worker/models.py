@@ -206,3 +206,17 @@ class DeliveryAttempt(Base):
     duration_ms: Mapped[float] = mapped_column(Float)
     status_code: Mapped[int | None] = mapped_column(Integer)
     error: Mapped[str | None] = mapped_column(Text)
+
+
+class PaveAccount(Base):
+    """The PAVE account's own state, shared by every worker: one row, id 1.
+
+    A 429 or a refused credential pauses polling for the whole account until
+    `paused_until`, instead of each session backing off on its own.
+    """
+
+    __tablename__ = "pave_account"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    paused_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    pause_reason: Mapped[str | None] = mapped_column(Text)

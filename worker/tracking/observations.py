@@ -14,7 +14,7 @@ from worker.config import Settings
 from worker.errors import PaveAuthError, PaveError, PaveNotFound, PaveRateLimited
 from worker.models import StatusChange, TrackedSession, Tracking
 from worker.pave.payload import SessionSnapshot
-from worker.tracking.scheduling import error_backoff_delay, next_poll_delay
+from worker.tracking.scheduling import JITTER, error_backoff_delay, next_poll_delay
 
 log = logging.getLogger(__name__)
 
@@ -37,11 +37,14 @@ def apply_observation(
     now: dt.datetime,
     settings: Settings,
     rng: random.Random,
+    account_paused_until: dt.datetime | None = None,
 ) -> Observed:
     """Record one poll's outcome on a leased session.
 
     The lease is released, the poll counted, and the session either scheduled again
-    or finished (`done`, `not_found`, `gave_up`).
+    or finished (`done`, `not_found`, `gave_up`). A 429 or a refused credential is the
+    account's problem, not the session's: the session waits for the account's pause to
+    end (`account_paused_until`) without counting an error of its own.
     """
     tracked.poll_count += 1
     tracked.last_polled_at = now
@@ -54,6 +57,10 @@ def apply_observation(
                                   settings=settings, rng=rng)
     elif isinstance(outcome, PaveNotFound):
         _record_not_found(tracked=tracked, now=now, settings=settings, rng=rng)
+    elif is_account_error(outcome) and account_paused_until is not None:
+        tracked.last_error = outcome.describe()[:1000]
+        spread = rng.uniform(0, JITTER * settings.poll_interval)
+        tracked.next_poll_at = account_paused_until + dt.timedelta(seconds=spread)
     else:
         _record_error(tracked=tracked, error=outcome, now=now, settings=settings, rng=rng)
 
@@ -65,6 +72,11 @@ def apply_observation(
               extra={"session_key": tracked.session_key, "tracking": tracked.tracking.value})
     ended = tracked.tracking if tracked.tracking is not Tracking.ACTIVE else None
     return Observed(change=change, ended=ended)
+
+
+def is_account_error(outcome: Outcome) -> bool:
+    """Errors about the PAVE account as a whole: throttling and refused credentials."""
+    return isinstance(outcome, PaveRateLimited | PaveAuthError)
 
 
 def is_stale(snapshot: SessionSnapshot, tracked: TrackedSession) -> bool:
@@ -151,12 +163,8 @@ def _record_error(
     delay = error_backoff_delay(tracked.consecutive_errors, settings=settings, rng=rng)
     if isinstance(error, PaveRateLimited) and error.retry_after is not None:
         delay = max(delay, error.retry_after)
-    if isinstance(error, PaveAuthError):
-        log.error("PAVE refused the credentials while polling %s: check PAVE_API_KEY and "
-                  "PAVE_USERNAME/PAVE_API_SECRET or PAVE_API_TOKEN", tracked.session_key)
-    else:
-        log.warning("%s: poll failed (%s), retry in %.1f s", tracked.session_key,
-                    error.describe(), delay)
+    log.warning("%s: poll failed (%s), retry in %.1f s", tracked.session_key,
+                error.describe(), delay)
     _schedule(tracked, delay, now)
 
 

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import datetime as dt
+import logging
 import os
 import random
 import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from pydantic import SecretStr
@@ -22,17 +24,20 @@ from worker.config import Settings
 from worker.db import utcnow
 from worker.delivery.outbox import record_events
 from worker.delivery.targets import Target
-from worker.errors import PaveError
+from worker.errors import PaveAuthError, PaveError, PaveRateLimited
 from worker.pave.auth import PaveCredentials
 from worker.pave.client import PaveClient
 from worker.pave.payload import SessionSnapshot
+from worker.tracking.account import account_paused_until, pause_account
 from worker.tracking.leasing import (
     claim_leased_sessions,
     due_backlog,
     lease_due_sessions,
     load_claimed_sessions,
 )
-from worker.tracking.observations import Outcome, apply_observation
+from worker.tracking.observations import Outcome, apply_observation, is_account_error
+
+log = logging.getLogger(__name__)
 
 Fetch = Callable[[Sequence[str]], Mapping[str, Outcome]]
 Enqueue = Callable[[list[int], str], None]
@@ -56,6 +61,8 @@ def dispatch_due_polls(
     """
     with sessions.begin() as db:
         now = utcnow()
+        if account_paused_until(db=db, now=now) is not None:
+            return 0  # PAVE throttled us or refused the credentials: wait for everyone
         token, ids = lease_due_sessions(
             db=db, now=now, limit=settings.dispatch_max, lease_seconds=settings.lease_seconds,
         )
@@ -96,10 +103,13 @@ def poll_leased_sessions(
             db=db, ids=[row_id for row_id, _ in claimed], claim=claim
         )
         now = utcnow()
+        paused_until = pause_for_account_errors(db=db, outcomes=outcomes.values(), now=now,
+                                                settings=settings)
         for tracked in tracked_sessions:
             outcome = outcomes[tracked.session_key]
             observed = apply_observation(db=db, tracked=tracked, outcome=outcome, now=now,
-                                         settings=settings, rng=rng)
+                                         settings=settings, rng=rng,
+                                         account_paused_until=paused_until)
             if observed.change is not None:
                 changes += 1
                 metrics.TRANSITIONS.labels(observed.change.to_status).inc()
@@ -109,6 +119,28 @@ def poll_leased_sessions(
             )
     return PollReport(claimed=len(claimed), recorded=len(tracked_sessions), changes=changes,
                       deliveries=deliveries)
+
+
+def pause_for_account_errors(
+    *, db: Session, outcomes: Iterable[Outcome], now: dt.datetime, settings: Settings
+) -> dt.datetime | None:
+    """Pause the whole account if PAVE throttled us or refused the credentials."""
+    account_errors = [outcome for outcome in outcomes if isinstance(outcome, PaveError)
+                      and is_account_error(outcome)]
+    if not account_errors:
+        return None
+    if any(isinstance(error, PaveAuthError) for error in account_errors):
+        log.error("PAVE refused the credentials: polling paused for %.0f s for the whole "
+                  "account. Check PAVE_API_KEY and PAVE_USERNAME/PAVE_API_SECRET or "
+                  "PAVE_API_TOKEN (`pave-tracker check`).", settings.auth_pause)
+        return pause_account(db=db, until=now + dt.timedelta(seconds=settings.auth_pause),
+                             reason="PAVE refused the credentials")
+    waits = [error.retry_after for error in account_errors
+             if isinstance(error, PaveRateLimited) and error.retry_after is not None]
+    pause = max(waits) if waits else settings.rate_limit_pause
+    log.warning("PAVE answered 429: polling paused for %.1f s for the whole account", pause)
+    return pause_account(db=db, until=now + dt.timedelta(seconds=pause),
+                         reason="PAVE asked to slow down (429)")
 
 
 def credentials_from(settings: Settings) -> PaveCredentials:
