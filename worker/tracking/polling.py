@@ -28,6 +28,7 @@ from worker.errors import PaveAuthError, PaveError, PaveRateLimited
 from worker.pave.auth import PaveCredentials
 from worker.pave.client import PaveClient
 from worker.pave.payload import SessionSnapshot
+from worker.pave.ratelimit import PaveRateLimit, rate_limit_from
 from worker.tracking.account import account_paused_until, pause_account
 from worker.tracking.leasing import (
     claim_leased_sessions,
@@ -157,7 +158,8 @@ def _reveal(secret: SecretStr | None) -> str | None:
 
 
 async def fetch_sessions(
-    client: PaveClient, keys: Sequence[str], *, concurrency: int, with_results: bool = False
+    client: PaveClient, keys: Sequence[str], *, concurrency: int, with_results: bool = False,
+    rate_limit: PaveRateLimit | None = None,
 ) -> dict[str, Outcome]:
     """Ask PAVE about every key, at most `concurrency` requests at once.
 
@@ -169,10 +171,14 @@ async def fetch_sessions(
 
     async def one(key: str) -> Outcome:
         async with gate:
+            if rate_limit is not None:
+                await rate_limit.acquire()
             started = time.perf_counter()
             try:
                 snapshot = await client.get_session(key)
                 if with_results and snapshot.status == "COMPLETE":
+                    if rate_limit is not None:
+                        await rate_limit.acquire()
                     results = await client.get_results(key)
                     snapshot = dataclasses.replace(snapshot, results=results)
             except PaveError as error:
@@ -199,6 +205,7 @@ class PollRuntime:
         self.settings = settings
         self._runner = asyncio.Runner()
         self._client: PaveClient | None = None
+        self._rate_limit = rate_limit_from(settings)
 
     def fetch(self, keys: Sequence[str]) -> dict[str, Outcome]:
         return self._runner.run(self._fetch(keys))
@@ -213,7 +220,7 @@ class PollRuntime:
             )
         return await fetch_sessions(
             self._client, keys, concurrency=self.settings.poll_concurrency,
-            with_results=self.settings.fetch_results,
+            with_results=self.settings.fetch_results, rate_limit=self._rate_limit,
         )
 
     def close(self) -> None:

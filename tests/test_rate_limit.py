@@ -1,0 +1,60 @@
+"""PAVE_RATE_LIMIT: one budget per account, shared through Redis by every worker."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from limits.aio.storage import MemoryStorage
+
+from tests.conftest import make_settings
+from worker.pave.ratelimit import PaveRateLimit, rate_item, rate_limit_from
+
+
+async def acquire_all(limits: list[PaveRateLimit], each: int) -> float:
+    started = time.monotonic()
+    await asyncio.gather(*(limit.acquire() for limit in limits for _ in range(each)))
+    return time.monotonic() - started
+
+
+def test_rates() -> None:
+    assert (rate_item(20).amount, rate_item(20).multiples) == (20, 1)
+    assert (rate_item(2.7).amount, rate_item(2.7).multiples) == (2, 1)
+    assert (rate_item(0.5).amount, rate_item(0.5).multiples) == (1, 2)
+
+
+def test_a_local_limit_spaces_requests_out() -> None:
+    limit = PaveRateLimit(10, MemoryStorage())
+    # 25 requests at 10/s: the first ten at once, the rest need two more windows.
+    assert asyncio.run(acquire_all([limit], 25)) >= 1.0
+
+
+def test_no_limit_by_default() -> None:
+    assert rate_limit_from(make_settings("sqlite://")) is None
+    local = rate_limit_from(make_settings("sqlite://", pave_rate_limit=5))
+    assert local is not None and isinstance(local.limiter.storage, MemoryStorage)
+
+
+def test_workers_share_one_budget_through_redis(redis_url: str) -> None:
+    settings = make_settings("sqlite://", pave_rate_limit=10, redis_url=redis_url)
+
+    async def run() -> tuple[float, int]:
+        # Two "workers", each with its own limiter over the same Redis.
+        first, second = rate_limit_from(settings), rate_limit_from(settings)
+        assert first is not None and second is not None
+        started = time.monotonic()
+        granted = 0
+
+        async def take(limit: PaveRateLimit) -> None:
+            nonlocal granted
+            await limit.acquire()
+            granted += 1
+
+        await asyncio.gather(*(take(limit) for limit in (first, second) for _ in range(8)))
+        return time.monotonic() - started, granted
+
+    elapsed, granted = asyncio.run(run())
+    assert granted == 16
+    # Eight each fits one worker's own 10/s at once; sixteen against one shared 10/s
+    # budget cannot.
+    assert elapsed >= 0.5

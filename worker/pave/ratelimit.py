@@ -1,0 +1,50 @@
+"""PAVE_RATE_LIMIT: requests per second to PAVE, for the whole account.
+
+Shared by every worker through Redis when Redis is the broker, per process otherwise
+(the embedded default runs one worker). The counting is the `limits` package's sliding
+window; this module only waits for a free slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from limits import RateLimitItem, RateLimitItemPerSecond
+from limits.aio.storage import MemoryStorage, RedisStorage, Storage
+from limits.aio.strategies import SlidingWindowCounterRateLimiter
+
+from worker.config import Settings
+
+NAMESPACE = ("pave-tracker", "pave-requests")
+
+
+def rate_item(per_second: float) -> RateLimitItem:
+    """N per second; below one, one request every 1/N seconds (fractions above one round
+    down: the window counts whole requests)."""
+    if per_second >= 1:
+        return RateLimitItemPerSecond(int(per_second))
+    return RateLimitItemPerSecond(1, max(1, round(1 / per_second)))
+
+
+class PaveRateLimit:
+    def __init__(self, per_second: float, storage: Storage) -> None:
+        self.item = rate_item(per_second)
+        self.limiter = SlidingWindowCounterRateLimiter(storage)
+
+    async def acquire(self) -> None:
+        """Wait until one more request fits in the window."""
+        while not await self.limiter.hit(self.item, *NAMESPACE):
+            stats = await self.limiter.get_window_stats(self.item, *NAMESPACE)
+            await asyncio.sleep(min(1.0, max(0.005, stats.reset_time - time.time())))
+
+
+def rate_limit_from(settings: Settings) -> PaveRateLimit | None:
+    if settings.pave_rate_limit is None:
+        return None
+    broker = settings.effective_broker_url
+    if broker.startswith(("redis://", "rediss://")):
+        storage: Storage = RedisStorage(broker, implementation="redispy")
+    else:
+        storage = MemoryStorage()
+    return PaveRateLimit(settings.pave_rate_limit, storage)
