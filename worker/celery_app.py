@@ -73,9 +73,14 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         # Short tasks, one reserved at a time: a slow batch never holds others back
         # (celery/celery#1933).
         "worker_prefetch_multiplier": 1,
-        # Acknowledge after the work, so a worker that dies mid-batch leaves the message
+        # Acknowledge after the work, so a worker that stops mid-batch leaves the message
         # to be redelivered; the lease tokens make a second run harmless.
         "task_acks_late": True,
+        # A child killed outright (OOM, SIGKILL) has its message acknowledged, not
+        # requeued: requeueing is how a message that kills its worker loops forever
+        # (celery/celery#1628). Its sessions' leases run out and a later tick hands
+        # them out again, at most MAX_UNFINISHED_POLLS times in a row.
+        "task_reject_on_worker_lost": False,
         # A poll batch must end before its lease does, or another worker may take the
         # sessions over while it still runs (only the prefork pool enforces this).
         "task_time_limit": settings.lease_seconds,

@@ -105,6 +105,7 @@ class Settings(BaseSettings):
     poll_concurrency: PositiveInt = 20
     error_backoff_cap: Seconds = 1800.0
     auth_pause: Seconds = 300.0
+    max_unfinished_polls: PositiveInt = 5
     pave_rate_limit: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     rate_limit_pause: Seconds = 30.0
     delivery_batch_size: PositiveInt = 10

@@ -74,6 +74,9 @@ class TrackedSession(Base):
     lease_token: Mapped[str | None] = mapped_column(String(36))
     leased_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     consecutive_errors: Mapped[int] = mapped_column(Integer, default=0)
+    # Leases that ran out with no result recorded: the worker died or hung mid-poll.
+    # Bounded (MAX_UNFINISHED_POLLS), so a session that kills its worker cannot loop.
+    unfinished_polls: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_error: Mapped[str | None] = mapped_column(Text)
     not_found_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
 

@@ -19,7 +19,8 @@ def dispatch_due_polls_task() -> int:
     def enqueue(ids: list[int], lease_token: str) -> None:
         poll_sessions_task.delay(ids, lease_token)
 
-    leased = dispatch_due_polls(sessions=sessions, settings=settings, enqueue=enqueue)
+    leased = dispatch_due_polls(sessions=sessions, settings=settings, enqueue=enqueue,
+                                targets=get_targets())
     with sessions() as db:
         if has_due_deliveries(db=db, now=utcnow()):
             deliver_outbox_task.delay()

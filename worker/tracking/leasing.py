@@ -16,7 +16,7 @@ import datetime as dt
 import uuid
 from collections.abc import Sequence
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import case, func, select, text, update
 from sqlalchemy.orm import Session
 
 from worker.models import TrackedSession
@@ -49,14 +49,31 @@ def lease_due_sessions(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
+    # A lease token still set means the last lease ran out with no result recorded.
+    unfinished = TrackedSession.unfinished_polls + case(
+        (TrackedSession.lease_token.is_not(None), 1), else_=0)
     leased = db.execute(
         update(TrackedSession)
         .where(TrackedSession.id.in_(due.scalar_subquery()))
-        .values(lease_token=token, leased_until=expires, next_poll_at=expires)
+        .values(lease_token=token, leased_until=expires, next_poll_at=expires,
+                unfinished_polls=unfinished)
         .returning(TrackedSession.id)
         .execution_options(synchronize_session=False)
     )
     return token, [row_id for (row_id,) in leased]
+
+
+def sessions_that_kill_their_worker(
+    *, db: Session, now: dt.datetime, limit: int
+) -> list[TrackedSession]:
+    """Due sessions whose last MAX_UNFINISHED_POLLS leases all ran out with no result."""
+    return list(db.scalars(
+        select(TrackedSession)
+        .where(IS_ACTIVE, TrackedSession.next_poll_at <= now,
+               TrackedSession.lease_token.is_not(None),
+               TrackedSession.unfinished_polls >= limit)
+        .with_for_update(skip_locked=True)
+    ))
 
 
 def due_backlog(*, db: Session, now: dt.datetime) -> tuple[int, dt.datetime | None]:

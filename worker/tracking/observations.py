@@ -50,6 +50,7 @@ def apply_observation(
     tracked.last_polled_at = now
     tracked.lease_token = None
     tracked.leased_until = None
+    tracked.unfinished_polls = 0
 
     change = None
     if isinstance(outcome, SessionSnapshot):

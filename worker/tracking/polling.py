@@ -25,6 +25,7 @@ from worker.db import utcnow
 from worker.delivery.outbox import record_events
 from worker.delivery.targets import Target
 from worker.errors import PaveAuthError, PaveError, PaveRateLimited
+from worker.models import Tracking
 from worker.pave.auth import PaveCredentials
 from worker.pave.client import PaveClient
 from worker.pave.payload import SessionSnapshot
@@ -35,8 +36,14 @@ from worker.tracking.leasing import (
     due_backlog,
     lease_due_sessions,
     load_claimed_sessions,
+    sessions_that_kill_their_worker,
 )
-from worker.tracking.observations import Outcome, apply_observation, is_account_error
+from worker.tracking.observations import (
+    Observed,
+    Outcome,
+    apply_observation,
+    is_account_error,
+)
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +60,8 @@ class PollReport:
 
 
 def dispatch_due_polls(
-    *, sessions: sessionmaker[Session], settings: Settings, enqueue: Enqueue
+    *, sessions: sessionmaker[Session], settings: Settings, enqueue: Enqueue,
+    targets: Sequence[Target] = (),
 ) -> int:
     """Lease what is due and hand it out in batches; returns how many were leased.
 
@@ -64,6 +72,8 @@ def dispatch_due_polls(
         now = utcnow()
         if account_paused_until(db=db, now=now) is not None:
             return 0  # PAVE throttled us or refused the credentials: wait for everyone
+        give_up_on_sessions_that_kill_their_worker(db=db, now=now, settings=settings,
+                                                   targets=targets)
         token, ids = lease_due_sessions(
             db=db, now=now, limit=settings.dispatch_max, lease_seconds=settings.lease_seconds,
         )
@@ -74,6 +84,23 @@ def dispatch_due_polls(
     for start in range(0, len(ids), size):
         enqueue(ids[start : start + size], token)
     return len(ids)
+
+
+def give_up_on_sessions_that_kill_their_worker(
+    *, db: Session, now: dt.datetime, settings: Settings, targets: Sequence[Target]
+) -> None:
+    """A poll that never finishes (OOM, a crash, a hang) would otherwise be retried at
+    every lease expiry forever: past MAX_UNFINISHED_POLLS, tracking ends `gave_up`."""
+    for tracked in sessions_that_kill_their_worker(db=db, now=now,
+                                                   limit=settings.max_unfinished_polls):
+        tracked.tracking = Tracking.GAVE_UP
+        tracked.finished_at = now
+        tracked.next_poll_at = tracked.lease_token = tracked.leased_until = None
+        tracked.last_error = (f"gave up: {tracked.unfinished_polls + 1} polls in a row never "
+                              "finished (the worker died or hung while polling)")
+        log.error("%s: %s", tracked.session_key, tracked.last_error)
+        record_events(db=db, tracked=tracked, observed=Observed(ended=Tracking.GAVE_UP),
+                      targets=targets, now=now)
 
 
 def poll_leased_sessions(

@@ -1,0 +1,27 @@
+"""Count leases that ran out without a result, to bound a session that kills its worker.
+
+Revision ID: 0004
+Revises: 0003
+Create Date: 2026-11-29
+"""
+
+from collections.abc import Sequence
+
+import sqlalchemy as sa
+from alembic import op
+
+revision: str = "0004"
+down_revision: str | None = "0003"
+branch_labels: str | Sequence[str] | None = None
+depends_on: str | Sequence[str] | None = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("tracked_sessions") as batch:
+        batch.add_column(sa.Column("unfinished_polls", sa.Integer(), nullable=False,
+                                   server_default="0"))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table("tracked_sessions") as batch:
+        batch.drop_column("unfinished_polls")
