@@ -39,10 +39,10 @@ def command(env: dict[str, str], cwd: Path, *args: str) -> str:
 
 
 def start_run(env: dict[str, str], folder: Path, processes: list[subprocess.Popen[bytes]],
-              *, log_name: str = "run.log") -> subprocess.Popen[bytes]:
+              *, log_name: str = "run.log", loglevel: str = "info") -> subprocess.Popen[bytes]:
     """`pave-tracker run` in its own process group, its output in `folder/log_name`."""
     log = (folder / log_name).open("ab")
-    process = subprocess.Popen([TRACKER, "run", "--loglevel", "info"],
+    process = subprocess.Popen([TRACKER, "run", "--loglevel", loglevel],
                                env=env, cwd=folder, stdout=log, stderr=subprocess.STDOUT,
                                start_new_session=True)
     processes.append(process)
