@@ -15,9 +15,11 @@ can compare what the tracker recorded with what it was served.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hmac
 import json
+import random
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -35,6 +37,7 @@ from starlette.routing import Route
 from worker.pave.auth import TIMESTAMP_FORMAT, sign_token
 
 TOKEN_LIFETIME = dt.timedelta(minutes=5)
+FAULT_KINDS = ("rate_limited", "server_error", "html", "half_json", "timeout", "auth")
 PUSH_EVENTS = ("SESSION:STATUS_CHANGE", "SESSION:COMPLETE", "SESSION:STAGE_CHANGE",
                "SESSION:SMS_PROCESS", "SESSION:NOTE_INSERT")
 INSPECTION_STARTED = {"STARTED", "PROCESS", "QC_PASSED", "CONFIRM", "COMPLETE"}
@@ -201,7 +204,15 @@ class Simulator:
         username: str = "sim-user",
         api_secret: str | None = "sim-api-secret",
         api_token: str | None = None,
+        fault_rate: float = 0.0,
+        fault_delay: float = 2.0,
     ) -> None:
+        # Faults, for chaos runs: each session poll fails this often, with a kind drawn
+        # evenly from FAULT_KINDS; a "timeout" answers only after `fault_delay` seconds.
+        self.fault_rate = fault_rate
+        self.fault_delay = fault_delay
+        self.faults: dict[str, int] = dict.fromkeys(FAULT_KINDS, 0)
+        self._random = random.Random()
         self.api_key = api_key
         self.username = username
         self.api_secret = api_secret
@@ -293,6 +304,9 @@ class Simulator:
             with self._lock:
                 self.rejected_auth += 1
             return JSONResponse({"message": "Unauthenticated."}, status_code=401)
+        fault = self._pick_fault()
+        if fault is not None:
+            return await self._fault_response(fault)
         with self._lock:
             session = self._sessions.get(key)
             if session and session.starts_on_first_request and not session.served:
@@ -304,6 +318,37 @@ class Simulator:
             return JSONResponse({"message": f"Session {key} cannot be found."}, status_code=404)
         return Response(render(body, trailing_comma=session.trailing_comma),
                         media_type="application/json")
+
+    def answers_served(self) -> int:
+        """Session polls answered normally (a status or a 404), faults not counted."""
+        with self._lock:
+            return sum(len(s.served) for s in self._sessions.values()) + sum(
+                len(answers) for answers in self._unknown_served.values())
+
+    def _pick_fault(self) -> str | None:
+        with self._lock:
+            if self.fault_rate <= 0 or self._random.random() >= self.fault_rate:
+                return None
+            fault = self._random.choice(FAULT_KINDS)
+            self.faults[fault] += 1
+            return fault
+
+    async def _fault_response(self, fault: str) -> Response:
+        if fault == "rate_limited":
+            return JSONResponse({"message": "Too Many Attempts."}, status_code=429,
+                                headers={"Retry-After": "1"})
+        if fault == "server_error":
+            return Response("upstream error", status_code=self._random.choice([500, 502, 503]))
+        if fault == "html":
+            return Response("<html><body><h1>Maintenance</h1></body></html>",
+                            media_type="text/html")
+        if fault == "half_json":
+            return Response(b'{"session_key": "XXX", "status": "COMP',
+                            media_type="application/json")
+        if fault == "auth":
+            return JSONResponse({"message": "Unauthenticated."}, status_code=401)
+        await asyncio.sleep(self.fault_delay)  # "timeout": slower than the client waits
+        return Response("too late", status_code=504)
 
     async def _get_results(self, request: Request) -> Response:
         """Opaque inspection results, shaped like PAVE's description, once COMPLETE."""
