@@ -59,3 +59,22 @@ def test_a_finished_poll_resets_the_count(
     with sessions() as db:
         tracked = db.scalars(select(TrackedSession)).one()
     assert tracked.unfinished_polls == 0 and tracked.tracking is Tracking.ACTIVE
+
+
+def test_a_push_counts_an_unfinished_poll_too(sessions: sessionmaker[Session]) -> None:
+    """A push must not let a session that kills its worker escape the bound."""
+    import datetime as dt
+
+    from worker.db import utcnow
+    from worker.tracking.push import PushOutcome, lease_for_push
+
+    now = utcnow()
+    with sessions.begin() as db:
+        add_session(db, "POISON-1", lease_token="left-by-a-dead-worker",
+                    leased_until=now - dt.timedelta(seconds=1), unfinished_polls=1)
+    with sessions.begin() as db:
+        outcome, lease = lease_for_push(db=db, session_key="POISON-1", now=now,
+                                        lease_seconds=30, autotrack=False)
+    assert outcome is PushOutcome.POLLING and lease is not None
+    with sessions() as db:
+        assert db.scalars(select(TrackedSession)).one().unfinished_polls == 2

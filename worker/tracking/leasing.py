@@ -63,6 +63,21 @@ def lease_due_sessions(
     return token, [row_id for (row_id,) in leased]
 
 
+def lease_loaded_session(tracked: TrackedSession, *, now: dt.datetime,
+                         lease_seconds: float) -> str:
+    """Lease one session already loaded (and locked) for a poll now; returns the token.
+
+    The same bookkeeping as `lease_due_sessions`: a token still set means the last lease
+    ran out with no result, and counts against MAX_UNFINISHED_POLLS.
+    """
+    if tracked.lease_token is not None:
+        tracked.unfinished_polls += 1
+    token = new_token()
+    tracked.lease_token = token
+    tracked.leased_until = tracked.next_poll_at = now + dt.timedelta(seconds=lease_seconds)
+    return token
+
+
 def sessions_that_kill_their_worker(
     *, db: Session, now: dt.datetime, limit: int
 ) -> list[TrackedSession]:

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from worker.models import TrackedSession, Tracking
-from worker.tracking.leasing import new_token
+from worker.tracking.leasing import lease_loaded_session
 from worker.tracking.requests import TrackRequest
 from worker.tracking.service import track_sessions
 
@@ -41,7 +41,5 @@ def lease_for_push(
         return PushOutcome.FINISHED, None
     if tracked.lease_token is not None and tracked.leased_until and tracked.leased_until > now:
         return PushOutcome.IN_FLIGHT, None
-    token = new_token()
-    tracked.lease_token = token
-    tracked.leased_until = tracked.next_poll_at = now + dt.timedelta(seconds=lease_seconds)
+    token = lease_loaded_session(tracked, now=now, lease_seconds=lease_seconds)
     return PushOutcome.POLLING, (tracked.id, token)
