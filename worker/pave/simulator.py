@@ -296,14 +296,20 @@ class Simulator:
                 return True
         return self.api_token is not None and hmac.compare_digest(token, self.api_token)
 
+    def _refuse(self, request: Request, now: dt.datetime) -> Response | None:
+        """PAVE's 401 for a request without valid credentials; None when they are good."""
+        if self.authorised(request.headers, now):
+            return None
+        with self._lock:
+            self.rejected_auth += 1
+        return JSONResponse({"message": "Unauthenticated."}, status_code=401)
+
     # -- HTTP -----------------------------------------------------------------------
     async def _get_session(self, request: Request) -> Response:
         now = dt.datetime.now(dt.UTC)
         key = request.path_params["key"]
-        if not self.authorised(request.headers, now):
-            with self._lock:
-                self.rejected_auth += 1
-            return JSONResponse({"message": "Unauthenticated."}, status_code=401)
+        if refused := self._refuse(request, now):
+            return refused
         fault = self._pick_fault()
         if fault is not None:
             return await self._fault_response(fault)
@@ -354,8 +360,8 @@ class Simulator:
         """Opaque inspection results, shaped like PAVE's description, once COMPLETE."""
         now = dt.datetime.now(dt.UTC)
         key = request.path_params["key"]
-        if not self.authorised(request.headers, now):
-            return JSONResponse({"message": "Unauthenticated."}, status_code=401)
+        if refused := self._refuse(request, now):
+            return refused
         with self._lock:
             session = self._sessions.get(key)
             body = session.payload(now) if session else None
@@ -367,8 +373,8 @@ class Simulator:
 
     # -- PAVE's push notifications -------------------------------------------------
     async def _callback_body(self, request: Request) -> dict[str, Any] | Response:
-        if not self.authorised(request.headers, dt.datetime.now(dt.UTC)):
-            return JSONResponse({"message": "Unauthenticated."}, status_code=401)
+        if refused := self._refuse(request, dt.datetime.now(dt.UTC)):
+            return refused
         try:
             body = await request.json()
             if not isinstance(body, dict) or body.get("event") not in PUSH_EVENTS \
@@ -380,8 +386,8 @@ class Simulator:
                 "headers": dict(body.get("headers") or {})}
 
     async def _list_callbacks(self, request: Request) -> Response:
-        if not self.authorised(request.headers, dt.datetime.now(dt.UTC)):
-            return JSONResponse({"message": "Unauthenticated."}, status_code=401)
+        if refused := self._refuse(request, dt.datetime.now(dt.UTC)):
+            return refused
         with self._lock:
             return JSONResponse(list(self.callbacks.values()))
 
@@ -406,8 +412,8 @@ class Simulator:
         return JSONResponse(body)
 
     async def _delete_callback(self, request: Request) -> Response:
-        if not self.authorised(request.headers, dt.datetime.now(dt.UTC)):
-            return JSONResponse({"message": "Unauthenticated."}, status_code=401)
+        if refused := self._refuse(request, dt.datetime.now(dt.UTC)):
+            return refused
         with self._lock:
             self.callbacks.pop(request.path_params["event"], None)
         return Response(status_code=204)
