@@ -460,7 +460,7 @@ class Simulator:
             spec = await request.json()
             lifecycle = [(str(status), None if seconds is None else float(seconds))
                          for status, seconds in spec["lifecycle"]]
-            self.add_session(
+            session = self.add_session(
                 key,
                 lifecycle,
                 not_found_for=float(spec.get("not_found_for", 0)),
@@ -468,7 +468,9 @@ class Simulator:
             )
         except (ValueError, KeyError, TypeError) as exc:
             return JSONResponse({"message": f"bad lifecycle: {exc}"}, status_code=400)
-        return JSONResponse({"session_key": key}, status_code=201)
+        # When its lifecycle's clock started: a test can tell when each step begins.
+        return JSONResponse({"session_key": key, "created_at": pave_time(session.created_at)},
+                            status_code=201)
 
     async def _get_served(self, request: Request) -> Response:
         key = request.path_params["key"]

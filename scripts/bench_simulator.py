@@ -1,0 +1,35 @@
+"""The benchmark's PAVE: the project's simulator in a process of its own.
+
+    python scripts/bench_simulator.py --port 8801 --sessions 100000
+
+Sessions BENCH-0000000… stay IN_PROGRESS-like (`STARTED`) for ever, so every poll is a
+full answer and nothing finishes during a throughput run. The control API adds the
+latency run's sessions. uvicorn serves it with httptools and uvloop in one process, the
+fastest this machine's one core gives it: a slow PAVE would hide a slow client.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import uvicorn
+
+from worker.pave.simulator import Simulator
+
+KEY = "BENCH-{:07d}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--sessions", type=int, default=0)
+    args = parser.parse_args()
+    simulator = Simulator()
+    for number in range(args.sessions):
+        simulator.add_session(KEY.format(number), [("STARTED", None)])
+    uvicorn.run(simulator.app, host="127.0.0.1", port=args.port, log_level="warning",
+                lifespan="off", access_log=False, http="httptools", loop="uvloop")
+
+
+if __name__ == "__main__":
+    main()
