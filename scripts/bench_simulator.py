@@ -4,8 +4,9 @@
 
 Sessions BENCH-0000000… stay IN_PROGRESS-like (`STARTED`) for ever, so every poll is a
 full answer and nothing finishes during a throughput run. The control API adds the
-latency run's sessions. uvicorn serves it with httptools and uvloop in one process, the
-fastest this machine's one core gives it: a slow PAVE would hide a slow client.
+latency run's sessions. uvicorn serves it in one process with httptools and uvloop (it
+picks them when installed; the project installs them): a slow PAVE would hide a slow
+client.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ def main() -> None:
     for number in range(args.sessions):
         simulator.add_session(KEY.format(number), [("STARTED", None)])
     uvicorn.run(simulator.app, host="127.0.0.1", port=args.port, log_level="warning",
-                lifespan="off", access_log=False, http="httptools", loop="uvloop")
+                lifespan="off", access_log=False)
 
 
 if __name__ == "__main__":

@@ -3,7 +3,11 @@
 import asyncio
 import datetime as dt
 import json
-from collections.abc import Callable
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -195,3 +199,70 @@ def test_results_that_are_not_an_object_are_a_bad_payload() -> None:
 
     with pytest.raises(PaveBadPayload, match="results"):
         asyncio.run(call())
+
+
+# -- a server that does not speak HTTP properly ----------------------------------------
+
+@contextmanager
+def raw_server(answer: Callable[[socket.socket], None]) -> Iterator[str]:
+    """A loopback TCP server that answers every connection with `answer`."""
+    listener = socket.create_server(("127.0.0.1", 0))
+    stop = threading.Event()
+
+    def serve() -> None:
+        listener.settimeout(0.1)
+        while not stop.is_set():
+            try:
+                connection, _ = listener.accept()
+            except TimeoutError:
+                continue
+            with connection:
+                connection.recv(65536)
+                answer(connection)
+
+    thread = threading.Thread(target=serve, daemon=True)
+    thread.start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}/v1"
+    finally:
+        stop.set()
+        thread.join()
+        listener.close()
+
+
+def fetch_with_timeout(url: str, timeout: float) -> SessionSnapshot:
+    async def call() -> SessionSnapshot:
+        async with PaveClient(base_url=url, credentials=CREDENTIALS, timeout=timeout) as client:
+            return await client.get_session("ABC-1")
+    return asyncio.run(call())
+
+
+@pytest.mark.parametrize("garbage", [b"NOT HTTP AT ALL\r\n\r\n", b"HTTP/1.1 abc\r\n\r\n",
+                                     b"HTTP/1.1 200 OK\r\nContent-Length: 99\r\n\r\n{",
+                                     b"\x00\xff" * 100])
+def test_garbage_on_the_wire_is_a_transport_error(garbage: bytes) -> None:
+    with raw_server(lambda connection: connection.sendall(garbage)) as url, \
+            pytest.raises(PaveTransportError):
+        fetch_with_timeout(url, 2)
+
+
+def test_a_hang_up_is_a_transport_error() -> None:
+    with raw_server(lambda connection: None) as url, pytest.raises(PaveTransportError):
+        fetch_with_timeout(url, 2)
+
+
+def test_an_answer_that_trickles_in_times_out_as_a_whole() -> None:
+    """Each byte comes well within the read timeout; the whole answer does not."""
+    def trickle(connection: socket.socket) -> None:
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n")
+        try:
+            for _ in range(40):
+                connection.sendall(b" ")
+                time.sleep(0.1)
+        except OSError:
+            pass  # the client gave up, as it should
+
+    started = time.monotonic()
+    with raw_server(trickle) as url, pytest.raises(PaveTransportError, match="timed out"):
+        fetch_with_timeout(url, 1)
+    assert time.monotonic() - started < 4

@@ -14,6 +14,7 @@ from celery.signals import (
     worker_init,
     worker_process_init,
     worker_process_shutdown,
+    worker_shutdown,
 )
 from kombu.transport.sqlalchemy import Channel as SQLAlchemyChannel
 from kombu.transport.sqlalchemy import Transport as SQLAlchemyTransport
@@ -138,10 +139,18 @@ def _serve_metrics(**_: Any) -> None:
 
 @worker_process_shutdown.connect
 def _forget_child(pid: int | None = None, **_: Any) -> None:
+    _close_poll_runtimes()
     if METRICS_DIR is not None and pid is not None:
         from worker.metrics import forget_process
 
         forget_process(pid, METRICS_DIR)
+
+
+@worker_shutdown.connect
+def _close_poll_runtimes(**_: Any) -> None:
+    from worker.tracking.polling import close_poll_runtimes
+
+    close_poll_runtimes()
 
 
 @setup_logging.connect

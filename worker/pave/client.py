@@ -6,13 +6,16 @@ tests point `base_url` at the simulator on loopback.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import email.utils
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
+import aiohttp
 import httpx
+from httpx_aiohttp import AiohttpTransport
 
 from worker.errors import (
     PaveAuthError,
@@ -43,14 +46,18 @@ class PaveClient:
     ) -> None:
         self._credentials = credentials
         self._clock = clock
+        self._timeout = timeout
+        limits = httpx.Limits(max_connections=max_connections,
+                              max_keepalive_connections=max_connections)
         self._http = httpx.AsyncClient(
             base_url=base_url.rstrip("/") + "/",
-            transport=transport,
+            # httpx's API on aiohttp's connection pool: httpx's own pool (httpcore) spent
+            # most of a poll's CPU here, capping a process at ~450 requests/s to
+            # aiohttp's ~2,000 (scripts/benchmark.py; NOTES.md measured the same).
+            transport=transport or AiohttpTransport(limits=limits),
             # Connecting should be quick; PAVE gets the whole budget to answer.
             timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
-            limits=httpx.Limits(
-                max_connections=max_connections, max_keepalive_connections=max_connections
-            ),
+            limits=limits,
             headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             follow_redirects=False,
         )
@@ -82,11 +89,19 @@ class PaveClient:
     async def _get(self, path: str) -> httpx.Response:
         headers = self._credentials.headers(self._clock())
         try:
-            response = await self._http.get(path, headers=headers)
+            # The transport times each read; this bounds the whole answer, however slowly
+            # it trickles in.
+            async with asyncio.timeout(self._timeout):
+                response = await self._http.get(path, headers=headers)
+        except TimeoutError:
+            raise PaveTransportError(f"timed out (no full answer in {self._timeout:g} s)"
+                                     ) from None
         except httpx.TimeoutException as exc:
             raise PaveTransportError(f"timed out ({type(exc).__name__})") from None
         except httpx.TransportError as exc:
             raise PaveTransportError(f"no answer ({type(exc).__name__}: {exc})") from None
+        except aiohttp.ClientError as exc:  # what httpx-aiohttp does not translate
+            raise PaveTransportError(f"bad answer ({type(exc).__name__}: {exc})") from None
         raise_for_pave_status(response)
         if len(response.content) > MAX_BODY_BYTES:
             raise PaveBadPayload(f"answer larger than {MAX_BODY_BYTES} bytes")

@@ -257,6 +257,8 @@ class PollRuntime:
 
 
 _local = threading.local()
+_opened: list[tuple[int, PollRuntime]] = []  # (pid, runtime), so shutdown can close them
+_opened_lock = threading.Lock()
 
 
 def poll_runtime(settings: Settings) -> PollRuntime:
@@ -266,4 +268,19 @@ def poll_runtime(settings: Settings) -> PollRuntime:
         runtime = PollRuntime(settings)
         _local.runtime = runtime
         _local.pid = os.getpid()
+        with _opened_lock:
+            _opened.append((os.getpid(), runtime))
     return runtime
+
+
+def close_poll_runtimes() -> None:
+    """Close this process's runtimes when the worker stops (their threads are idle by
+    then): connections end cleanly instead of aiohttp reporting them unclosed."""
+    with _opened_lock:
+        ours = [runtime for pid, runtime in _opened if pid == os.getpid()]
+        _opened.clear()
+    for runtime in ours:
+        try:
+            runtime.close()
+        except Exception:  # shutting down: a runtime that will not close is no reason to hang
+            log.debug("a poll runtime did not close cleanly", exc_info=True)
