@@ -201,6 +201,33 @@ def test_results_that_are_not_an_object_are_a_bad_payload() -> None:
         asyncio.run(call())
 
 
+def test_a_batch_never_outlasts_its_budget() -> None:
+    """However slow PAVE is, the batch is back in time to be recorded under its lease."""
+    from worker.tracking.polling import fetch_sessions
+
+    async def answer(request: httpx.Request) -> httpx.Response:
+        key = request.url.path.rsplit("/", 1)[1]
+        if key.startswith("SLOW"):
+            await asyncio.sleep(30)
+        return httpx.Response(200, json={"session_key": key, "status": "IDLE"})
+
+    async def call() -> dict[str, object]:
+        async with PaveClient(base_url="https://pave.test/v1", credentials=CREDENTIALS,
+                              timeout=20, transport=httpx.MockTransport(answer)) as client:
+            return dict(await fetch_sessions(
+                client, ["FAST-1", "SLOW-1", "FAST-2", "SLOW-2", "FAST-3"], concurrency=2,
+                budget=0.5))
+
+    started = time.monotonic()
+    outcomes = asyncio.run(call())
+    assert time.monotonic() - started < 2
+    assert all(isinstance(outcomes[f"FAST-{n}"], SessionSnapshot) for n in (1, 2))
+    slow = outcomes["SLOW-1"]
+    assert isinstance(slow, PaveTransportError) and "within the batch's 0.5 s" in str(slow)
+    # The ones still waiting for a slot when time ran out were not asked at all.
+    assert isinstance(outcomes["FAST-3"], PaveTransportError)
+
+
 # -- a server that does not speak HTTP properly ----------------------------------------
 
 @contextmanager

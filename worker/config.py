@@ -101,7 +101,7 @@ class Settings(BaseSettings):
 
     # Not in SPEC's table: how the work is cut up. Documented in the README.
     dispatch_max: PositiveInt = 10_000
-    poll_batch_size: PositiveInt = 50
+    poll_batch_size: PositiveInt = 100
     poll_concurrency: PositiveInt = 20
     error_backoff_cap: Seconds = 1800.0
     auth_pause: Seconds = 300.0

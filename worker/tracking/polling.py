@@ -24,7 +24,7 @@ from worker.config import Settings
 from worker.db import utcnow
 from worker.delivery.outbox import record_events
 from worker.delivery.targets import Target
-from worker.errors import PaveAuthError, PaveError, PaveRateLimited
+from worker.errors import PaveAuthError, PaveError, PaveRateLimited, PaveTransportError
 from worker.models import Tracking
 from worker.pave.auth import PaveCredentials
 from worker.pave.client import PaveClient
@@ -186,28 +186,48 @@ def _reveal(secret: SecretStr | None) -> str | None:
 
 async def fetch_sessions(
     client: PaveClient, keys: Sequence[str], *, concurrency: int, with_results: bool = False,
-    rate_limit: PaveRateLimit | None = None,
+    rate_limit: PaveRateLimit | None = None, budget: float | None = None,
 ) -> dict[str, Outcome]:
     """Ask PAVE about every key, at most `concurrency` requests at once.
 
     With `with_results`, a COMPLETE session also gets its inspection results; if they
     cannot be had, the outcome is that error, so the completion is recorded (and
     announced) only once it can carry them.
+
+    The whole batch takes at most `budget` seconds, whatever its size, concurrency and
+    timeouts: a key not answered by then is a transport error, so the batch is recorded
+    while its lease still holds.
     """
     gate = asyncio.Semaphore(concurrency)
+    deadline = None if budget is None else asyncio.get_running_loop().time() + budget
+
+    async def ask(key: str) -> SessionSnapshot:
+        if rate_limit is not None:
+            await rate_limit.acquire()
+        snapshot = await client.get_session(key)
+        if with_results and snapshot.status == "COMPLETE":
+            if rate_limit is not None:
+                await rate_limit.acquire()
+            results = await client.get_results(key)
+            snapshot = dataclasses.replace(snapshot, results=results)
+        return snapshot
+
+    def out_of_time() -> PaveError:
+        error = PaveTransportError(
+            f"not answered within the batch's {budget:g} s (LEASE_SECONDS / 2)")
+        metrics.POLLS.labels(error.kind).inc()
+        return error
 
     async def one(key: str) -> Outcome:
         async with gate:
-            if rate_limit is not None:
-                await rate_limit.acquire()
+            if deadline is not None and asyncio.get_running_loop().time() >= deadline:
+                return out_of_time()  # its turn came too late: not asked at all
             started = time.perf_counter()
             try:
-                snapshot = await client.get_session(key)
-                if with_results and snapshot.status == "COMPLETE":
-                    if rate_limit is not None:
-                        await rate_limit.acquire()
-                    results = await client.get_results(key)
-                    snapshot = dataclasses.replace(snapshot, results=results)
+                async with asyncio.timeout_at(deadline):
+                    snapshot = await ask(key)
+            except TimeoutError:
+                return out_of_time()
             except PaveError as error:
                 metrics.POLLS.labels(error.kind).inc()
                 return error
@@ -248,6 +268,8 @@ class PollRuntime:
         return await fetch_sessions(
             self._client, keys, concurrency=self.settings.poll_concurrency,
             with_results=self.settings.fetch_results, rate_limit=self._rate_limit,
+            # The other half of the lease is for recording the batch.
+            budget=self.settings.lease_seconds / 2,
         )
 
     def close(self) -> None:

@@ -15,9 +15,13 @@ def next_poll_delay(status: str | None, *, settings: Settings, rng: random.Rando
 
     A session still IDLE (or not yet seen) is polled at POLL_INTERVAL_IDLE, one in
     progress at POLL_INTERVAL: the customer is busy and the end is near.
+
+    The interval is the longest a session goes unpolled, so it bounds how late a
+    completion is seen: the spread comes off it, and so does the up to DISPATCH_INTERVAL
+    a due session waits for the next beat tick to lease it.
     """
     base = settings.poll_interval_idle if status in (None, "IDLE") else settings.poll_interval
-    return base * rng.uniform(1 - JITTER, 1 + JITTER)
+    return max(0.0, base * rng.uniform(1 - JITTER, 1) - settings.dispatch_interval)
 
 
 def error_backoff_delay(
