@@ -290,7 +290,7 @@ def serve(host: str, port: int) -> None:
 
     from worker.api.app import create_app
     from worker.logs import configure_logging
-    from worker.tasks import poll_sessions_task
+    from worker.tasks import enqueue_poll
 
     settings = get_settings()
     targets = get_targets()
@@ -298,9 +298,6 @@ def serve(host: str, port: int) -> None:
         raise BadInput("set API_TOKENS (comma-separated, 16+ characters each) to serve the API")
     ensure_schema(settings)
     configure_logging(settings, targets)
-
-    def enqueue_poll(ids: list[int], lease_token: str) -> None:
-        poll_sessions_task.delay(ids, lease_token)
 
     app = create_app(settings=settings, sessions=session_factory(settings.database_url),
                      enqueue_poll=enqueue_poll)

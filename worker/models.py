@@ -99,8 +99,8 @@ class TrackedSession(Base):
             postgresql_where=text("tracking = 'active'"),
             sqlite_where=text("tracking = 'active'"),
         ),
-        Index("ix_tracked_sessions_status", "status"),
-        Index("ix_tracked_sessions_tracking", "tracking"),
+        # No other index: each poll rewrites the row and pays for every index (see
+        # migration 0005); listings filter while reading in id order.
     )
 
 
