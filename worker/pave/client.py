@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import email.utils
+import http.cookiejar
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -47,19 +48,21 @@ class PaveClient:
         self._credentials = credentials
         self._clock = clock
         self._timeout = timeout
+        self._base_url = base_url.rstrip("/") + "/"
+        # Connecting should be quick; PAVE gets the whole budget to answer.
+        self._timeouts = httpx.Timeout(timeout, connect=min(timeout, 5.0)).as_dict()
         limits = httpx.Limits(max_connections=max_connections,
                               max_keepalive_connections=max_connections)
         self._http = httpx.AsyncClient(
-            base_url=base_url.rstrip("/") + "/",
             # httpx's API on aiohttp's connection pool: httpx's own pool (httpcore) spent
             # most of a poll's CPU here, capping a process at ~450 requests/s to
             # aiohttp's ~2,000 (scripts/benchmark.py; NOTES.md measured the same).
             transport=transport or AiohttpTransport(limits=limits),
-            # Connecting should be quick; PAVE gets the whole budget to answer.
-            timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)),
             limits=limits,
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
             follow_redirects=False,
+            # PAVE's API sets no cookies: a jar that keeps none spares parsing every
+            # answer for them.
+            cookies=_NoCookies(),
         )
 
     async def __aenter__(self) -> PaveClient:
@@ -87,12 +90,19 @@ class PaveClient:
         return parse_results(response.content)
 
     async def _get(self, path: str) -> httpx.Response:
-        headers = self._credentials.headers(self._clock())
+        # A whole URL and every header at once: `AsyncClient.get()` would parse and merge
+        # URLs and headers again for each request, a fifth of a poll's CPU.
+        request = httpx.Request(
+            "GET", self._base_url + path,
+            headers={"User-Agent": USER_AGENT, "Accept": "application/json",
+                     **self._credentials.headers(self._clock())},
+            extensions={"timeout": self._timeouts},
+        )
         try:
             # The transport times each read; this bounds the whole answer, however slowly
             # it trickles in.
             async with asyncio.timeout(self._timeout):
-                response = await self._http.get(path, headers=headers)
+                response = await self._http.send(request)
         except TimeoutError:
             raise PaveTransportError(f"timed out (no full answer in {self._timeout:g} s)"
                                      ) from None
@@ -106,6 +116,11 @@ class PaveClient:
         if len(response.content) > MAX_BODY_BYTES:
             raise PaveBadPayload(f"answer larger than {MAX_BODY_BYTES} bytes")
         return response
+
+
+class _NoCookies(http.cookiejar.CookieJar):
+    def extract_cookies(self, response: Any, request: Any) -> None:
+        return None
 
 
 def raise_for_pave_status(response: httpx.Response) -> None:
