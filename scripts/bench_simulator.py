@@ -12,6 +12,8 @@ client.
 from __future__ import annotations
 
 import argparse
+import asyncio
+from typing import Any
 
 import uvicorn
 
@@ -24,12 +26,24 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--sessions", type=int, default=0)
+    parser.add_argument("--latency", type=float, default=0.0,
+                        help="seconds each answer waits, as PAVE across the internet would")
     args = parser.parse_args()
     simulator = Simulator()
     for number in range(args.sessions):
         simulator.add_session(KEY.format(number), [("STARTED", None)])
-    uvicorn.run(simulator.app, host="127.0.0.1", port=args.port, log_level="warning",
+    app = delayed(simulator.app, args.latency) if args.latency > 0 else simulator.app
+    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning",
                 lifespan="off", access_log=False)
+
+
+def delayed(app: Any, seconds: float) -> Any:
+    """The ASGI app, answering every request `seconds` late (without holding the loop)."""
+    async def late(scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] == "http":
+            await asyncio.sleep(seconds)
+        await app(scope, receive, send)
+    return late
 
 
 if __name__ == "__main__":

@@ -103,13 +103,14 @@ def free_port() -> int:
 
 
 @contextmanager
-def simulator_process(sessions: int, folder: Path) -> Iterator[str]:
+def simulator_process(sessions: int, folder: Path, latency: float = 0.0) -> Iterator[str]:
     """bench_simulator.py in its own process; yields PAVE_API_URL."""
     port = free_port()
     log = (folder / "simulator.log").open("wb")
     process = subprocess.Popen(
         [sys.executable, str(HERE / "bench_simulator.py"), "--port", str(port),
-         "--sessions", str(sessions)], stdout=log, stderr=subprocess.STDOUT,
+         "--sessions", str(sessions), "--latency", str(latency)],
+        stdout=log, stderr=subprocess.STDOUT,
         start_new_session=True)
     url = f"http://127.0.0.1:{port}/v1"
     try:
@@ -448,7 +449,8 @@ def run(args: argparse.Namespace) -> None:
     report = Report()
     runs = set(args.only or PARTS)
     ceiling = ours = naive = None
-    with simulator_process(max(args.sessions, args.naive_sessions), folder) as pave_url:
+    with simulator_process(max(args.sessions, args.naive_sessions), folder,
+                           args.pave_latency) as pave_url:
         if "ceiling" in runs:
             simulated = max(args.sessions, args.naive_sessions)
             ceiling = max(loopback_ceiling(pave_url, args.ceiling_requests, concurrency,
@@ -458,8 +460,11 @@ def run(args: argparse.Namespace) -> None:
         if "tracker" in runs:
             throughput = tracker_throughput(args, pave_url, folder)
             ours = throughput.polls_per_second
+            latency = (f", PAVE answering in {args.pave_latency * 1000:.0f} ms"
+                       if args.pave_latency else "")
             report.add(f"2. pave-tracker end to end, {args.sessions:,} sessions due at once, "
-                       f"{args.worker_processes} worker process(es)", f"{ours:,.0f} polls/s")
+                       f"{args.worker_processes} worker process(es){latency}",
+                       f"{ours:,.0f} polls/s")
         if "naive" in runs:
             naive = naive_throughput(args, pave_url, folder)
             report.add(f"3. naive baseline, {args.naive_sessions:,} sessions",
@@ -518,6 +523,8 @@ def main() -> None:
                         help="POLL_INTERVAL of the latency run, seconds")
     parser.add_argument("--dispatch-interval", type=float, default=None,
                         help="DISPATCH_INTERVAL of the latency run (default: the product's)")
+    parser.add_argument("--pave-latency", type=float, default=0.0,
+                        help="seconds the simulator waits before each answer (loopback: 0)")
     parser.add_argument("--worker-processes", type=positive, default=2,
                         help="one `pave-tracker run`, the rest `celery worker` (threads)")
     parser.add_argument("--worker-concurrency", type=positive, default=4)
@@ -535,6 +542,8 @@ def main() -> None:
         parser.error("--due must not exceed --tracked")
     if any("=" not in setting for setting in args.set):
         parser.error("--set takes NAME=VALUE")
+    if not 0 <= args.pave_latency <= 10:
+        parser.error("--pave-latency must be between 0 and 10 seconds")
     if args.poll_interval <= 0:
         parser.error("--poll-interval must be positive")
     run(args)
