@@ -56,7 +56,7 @@ from starlette.routing import Route
 from worker.config import environment_without_settings
 from worker.pave.auth import PaveCredentials
 from worker.pave.simulator import serving
-from worker.processes import stop_process_group
+from worker.processes import live_processes_in_group, stop_process_group
 
 HERE = Path(__file__).resolve().parent
 BIN = Path(sys.executable).parent
@@ -168,18 +168,6 @@ def peak_rss_mb(pids: list[int]) -> float:
     return peak
 
 
-def process_group(leader: int) -> list[int]:
-    pids = []
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                if os.getpgid(int(entry.name)) == leader:
-                    pids.append(int(entry.name))
-            except OSError:
-                continue
-    return pids
-
-
 # -- the database ------------------------------------------------------------------------
 
 def load_sessions(database_url: str, *, total: int, due: int, status: str) -> None:
@@ -268,7 +256,7 @@ def tracker_throughput(args: argparse.Namespace, pave_url: str, folder: Path) ->
 
     def sample() -> None:
         nonlocal peak
-        peak = max(peak, peak_rss_mb([p for w in workers for p in process_group(w.pid)]))
+        peak = max(peak, peak_rss_mb([p for w in workers for p in live_processes_in_group(w.pid)]))
 
     try:
         wait_for(lambda: polled(args.database_url)[0] >= args.sessions,

@@ -9,6 +9,8 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from worker.processes import live_processes_in_group
+
 TRACKER = str(Path(sys.executable).with_name("pave-tracker"))
 
 
@@ -54,20 +56,6 @@ def stop(process: subprocess.Popen[bytes]) -> None:
     process.terminate()
     assert process.wait(timeout=30) == 0
     wait_until(lambda: not live_processes_in_group(process.pid), 10, "processes left behind")
-
-
-def live_processes_in_group(group: int) -> list[int]:
-    """Processes of this process group that still run (zombies awaiting init excluded)."""
-    alive = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            fields = stat.read_text().rsplit(")", 1)[1].split()
-        except (OSError, IndexError):
-            continue
-        state, pgid = fields[0], int(fields[2])
-        if pgid == group and state != "Z":
-            alive.append(int(stat.parent.name))
-    return alive
 
 
 def wait_until(condition: Callable[[], object], timeout: float, message: str) -> None:
