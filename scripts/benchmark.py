@@ -276,6 +276,7 @@ def tracker_throughput(args: argparse.Namespace, pave_url: str, folder: Path) ->
 # -- 3. the naive baseline -----------------------------------------------------------------
 
 def naive_throughput(args: argparse.Namespace, pave_url: str, folder: Path) -> float:
+    """bench_naive.py's polls/s: a message per session, all queued before it starts."""
     load_sessions(args.database_url, total=args.naive_sessions, due=args.naive_sessions,
                   status="STARTED")
     redis.Redis.from_url(args.redis_url).flushdb()
