@@ -231,8 +231,10 @@ def test_a_batch_never_outlasts_its_budget() -> None:
 # -- a server that does not speak HTTP properly ----------------------------------------
 
 @contextmanager
-def raw_server(answer: Callable[[socket.socket], None]) -> Iterator[str]:
-    """A loopback TCP server that answers every connection with `answer`."""
+def raw_server(answer: Callable[[socket.socket], None],
+               requests: list[bytes] | None = None) -> Iterator[str]:
+    """A loopback TCP server that answers every connection with `answer` (and keeps
+    what each one sent in `requests`)."""
     listener = socket.create_server(("127.0.0.1", 0))
     stop = threading.Event()
 
@@ -244,7 +246,9 @@ def raw_server(answer: Callable[[socket.socket], None]) -> Iterator[str]:
             except TimeoutError:
                 continue
             with connection:
-                connection.recv(65536)
+                received = connection.recv(65536)
+                if requests is not None:
+                    requests.append(received)
                 answer(connection)
 
     thread = threading.Thread(target=serve, daemon=True)
@@ -293,3 +297,32 @@ def test_an_answer_that_trickles_in_times_out_as_a_whole() -> None:
     with raw_server(trickle) as url, pytest.raises(PaveTransportError, match="timed out"):
         fetch_with_timeout(url, 1)
     assert time.monotonic() - started < 4
+
+
+def test_pave_is_reached_through_the_environments_proxy(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """HTTP_PROXY is honoured as an httpx client would: the request goes to the proxy in
+    absolute form, for a host only the proxy can reach."""
+    seen: list[bytes] = []
+    body = json.dumps({"session_key": "ABC-1", "status": "IDLE"}).encode()
+
+    def proxy(connection: socket.socket) -> None:
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                           b"Content-Length: %d\r\n\r\n%s" % (len(body), body))
+
+    with raw_server(proxy, requests=seen) as proxy_url:
+        monkeypatch.setenv("HTTP_PROXY", proxy_url.removesuffix("/v1"))
+        monkeypatch.delenv("NO_PROXY", raising=False)
+        monkeypatch.delenv("no_proxy", raising=False)
+        assert fetch_with_timeout("http://pave.invalid/v1", 5).status == "IDLE"
+    assert seen and seen[0].startswith(b"GET http://pave.invalid/v1/sessions/ABC-1 ")
+
+
+def test_no_proxy_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
+    from worker.pave.client import proxy_from_environment
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.setenv("NO_PROXY", "api.paveapi.com")
+    assert proxy_from_environment("https://api.paveapi.com/v1/") is None
+    proxy = proxy_from_environment("https://openapi.paveapi.com/v1/")
+    assert proxy is not None and str(proxy.url) == "http://proxy.internal:3128"

@@ -1,4 +1,4 @@
-"""The PAVE API client: one `httpx.AsyncClient`, typed errors, explicit timeouts.
+"""The PAVE API client: httpx requests on one pooled transport, typed errors, timeouts.
 
 The transport is injectable: unit tests pass `httpx.MockTransport(handler)`, integration
 tests point `base_url` at the simulator on loopback.
@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import email.utils
-import http.cookiejar
+import urllib.parse
+import urllib.request
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -53,17 +54,13 @@ class PaveClient:
         self._timeouts = httpx.Timeout(timeout, connect=min(timeout, 5.0)).as_dict()
         limits = httpx.Limits(max_connections=max_connections,
                               max_keepalive_connections=max_connections)
-        self._http = httpx.AsyncClient(
-            # httpx's API on aiohttp's connection pool: httpx's own pool (httpcore) spent
-            # most of a poll's CPU here, capping a process at ~450 requests/s to
-            # aiohttp's ~2,000 (scripts/benchmark.py; NOTES.md measured the same).
-            transport=transport or AiohttpTransport(limits=limits),
-            limits=limits,
-            follow_redirects=False,
-            # PAVE's API sets no cookies: a jar that keeps none spares parsing every
-            # answer for them.
-            cookies=_NoCookies(),
-        )
+        # httpx's types and transport interface on aiohttp's connection pool, without
+        # httpx's client layer: httpx's own pool (httpcore) capped a process at ~450
+        # requests/s, and `AsyncClient` took ~15 % of a poll's CPU more than the
+        # transport alone for nothing PAVE needs (cookies, redirects, URL merging).
+        # Measured with scripts/benchmark.py; NOTES.md saw the same.
+        self._transport = transport or AiohttpTransport(
+            limits=limits, proxy=proxy_from_environment(self._base_url))
 
     async def __aenter__(self) -> PaveClient:
         return self
@@ -77,7 +74,7 @@ class PaveClient:
         await self.aclose()
 
     async def aclose(self) -> None:
-        await self._http.aclose()
+        await self._transport.aclose()
 
     async def get_session(self, session_key: str) -> SessionSnapshot:
         """`GET /sessions/{key}`; raises a `PaveError` subclass for anything but a session."""
@@ -90,8 +87,6 @@ class PaveClient:
         return parse_results(response.content)
 
     async def _get(self, path: str) -> httpx.Response:
-        # A whole URL and every header at once: `AsyncClient.get()` would parse and merge
-        # URLs and headers again for each request, a fifth of a poll's CPU.
         request = httpx.Request(
             "GET", self._base_url + path,
             headers={"User-Agent": USER_AGENT, "Accept": "application/json",
@@ -102,7 +97,11 @@ class PaveClient:
             # The transport times each read; this bounds the whole answer, however slowly
             # it trickles in.
             async with asyncio.timeout(self._timeout):
-                response = await self._http.send(request)
+                response = await self._transport.handle_async_request(request)
+                try:
+                    await response.aread()
+                finally:
+                    await response.aclose()
         except TimeoutError:
             raise PaveTransportError(f"timed out (no full answer in {self._timeout:g} s)"
                                      ) from None
@@ -118,9 +117,14 @@ class PaveClient:
         return response
 
 
-class _NoCookies(http.cookiejar.CookieJar):
-    def extract_cookies(self, response: Any, request: Any) -> None:
+def proxy_from_environment(url: str) -> httpx.Proxy | None:
+    """The proxy HTTP_PROXY/HTTPS_PROXY name for `url`, unless NO_PROXY excludes its host:
+    what an httpx client would honour by itself."""
+    parts = urllib.parse.urlsplit(url)
+    if urllib.request.proxy_bypass(parts.hostname or ""):
         return None
+    proxy = urllib.request.getproxies().get(parts.scheme)
+    return httpx.Proxy(proxy) if proxy else None
 
 
 def raise_for_pave_status(response: httpx.Response) -> None:
