@@ -243,7 +243,7 @@ async def fetch_sessions(
 class PollRuntime:
     """One event loop and one keep-alive PAVE client, kept for the life of a worker thread.
 
-    An `httpx.AsyncClient` belongs to the loop that created it, so a fresh
+    The client's connection pool belongs to the loop that created it, so a fresh
     `asyncio.run()` per task could not reuse its connections; an `asyncio.Runner` kept
     open can.
     """
