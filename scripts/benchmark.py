@@ -35,7 +35,6 @@ import random
 import statistics
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -47,13 +46,9 @@ import httpx
 import psycopg
 import redis
 from chaos import fresh_database, start_postgres, start_redis
-from standardwebhooks.webhooks import Webhook, WebhookVerificationError
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import Response
-from starlette.routing import Route
 
 from worker.config import environment_without_settings
+from worker.demo import DemoReceiver
 from worker.pave.auth import PaveCredentials
 from worker.pave.simulator import serving
 from worker.processes import live_processes_in_group, stop_process_group
@@ -337,28 +332,6 @@ def tick_cost(args: argparse.Namespace, pave_url: str) -> tuple[float, float]:
 
 # -- 7. detection latency -------------------------------------------------------------------
 
-class ArrivalClock:
-    """The dealer's webhook endpoint: verifies each signature, notes when each session's
-    `session.completed` first arrived."""
-
-    def __init__(self) -> None:
-        self.arrived: dict[str, float] = {}
-        self.lock = threading.Lock()
-        self.app = Starlette(routes=[Route("/hook", self.receive, methods=["POST"])])
-
-    async def receive(self, request: Request) -> Response:
-        at = time.time()
-        body = await request.body()
-        try:
-            event = Webhook(SECRET).verify(body, dict(request.headers))
-        except WebhookVerificationError:
-            return Response(status_code=400)
-        if event["type"] == "session.completed":
-            with self.lock:
-                self.arrived.setdefault(event["data"]["session_key"], at)
-        return Response(status_code=204)
-
-
 def detection_latency(args: argparse.Namespace, pave_url: str, folder: Path
                       ) -> list[float]:
     """Seconds from each session's switch to COMPLETE in the simulator to its webhook."""
@@ -378,10 +351,11 @@ def detection_latency(args: argparse.Namespace, pave_url: str, folder: Path
         switches[key] = created + in_progress
     (folder / "latency.csv").write_text("session_key\n" + "\n".join(switches) + "\n")
 
-    clock = ArrivalClock()
-    with serving(clock.app) as receiver_url:
+    receiver = DemoReceiver(secret=SECRET)
+    with serving(receiver.app()) as receiver_url:
         env = tracker_env(args, pave_url, POLL_INTERVAL=str(interval),
-                          POLL_INTERVAL_IDLE=str(interval), WEBHOOK_URL=f"{receiver_url}/hook",
+                          POLL_INTERVAL_IDLE=str(interval),
+                          WEBHOOK_URL=f"{receiver_url}/webhooks/pave",
                           WEBHOOK_SECRET=SECRET,
                           **({"DISPATCH_INTERVAL": str(args.dispatch_interval)}
                              if args.dispatch_interval else {}))
@@ -390,11 +364,20 @@ def detection_latency(args: argparse.Namespace, pave_url: str, folder: Path
         worker = start([str(BIN / "pave-tracker"), "run", "--loglevel", "warning"], env,
                        folder, "latency-run")
         try:
-            wait_for(lambda: len(clock.arrived) >= len(switches),
+            wait_for(lambda: len(completions(receiver)) >= len(switches),
                      timeout=5 * interval + 120, what="every completion's webhook", every=0.5)
         finally:
             stop_process_group(worker)
-    return sorted(clock.arrived[key] - switches[key] for key in switches)
+    arrived = completions(receiver)
+    return sorted(arrived[key] - switches[key] for key in switches)
+
+
+def completions(receiver: DemoReceiver) -> dict[str, float]:
+    """When each session's `session.completed` webhook first arrived."""
+    with receiver.lock:
+        return {event["data"]["session_key"]: receiver.first_arrived[webhook_id]
+                for webhook_id, event in receiver.events.items()
+                if event["type"] == "session.completed"}
 
 
 def bytes_per_finished_session(database_url: str) -> float:
@@ -438,10 +421,9 @@ def run(args: argparse.Namespace) -> None:
     report = Report()
     runs = set(args.only or PARTS)
     ceiling = ours = naive = None
-    with simulator_process(max(args.sessions, args.naive_sessions), folder,
-                           args.pave_latency) as pave_url:
+    simulated = max(args.sessions, args.naive_sessions)
+    with simulator_process(simulated, folder, args.pave_latency) as pave_url:
         if "ceiling" in runs:
-            simulated = max(args.sessions, args.naive_sessions)
             ceiling = max(loopback_ceiling(pave_url, args.ceiling_requests, concurrency,
                                            simulated) for concurrency in (10, 50, 100))
             report.add("1. loopback ceiling: bare aiohttp client, best of 10/50/100 at once",

@@ -75,10 +75,12 @@ def demo_sessions(count: int) -> list[DemoSession]:
 
 @dataclass
 class DemoReceiver:
-    """The dealer's side: verifies each webhook, keeps the first of each webhook-id."""
+    """The dealer's side: verifies each webhook, keeps the first of each webhook-id and
+    when it arrived."""
 
     secret: str
     events: dict[str, dict[str, Any]] = field(default_factory=dict)  # by webhook-id
+    first_arrived: dict[str, float] = field(default_factory=dict)  # time.time(), by id
     arrivals: int = 0
     refused: int = 0
     lock: threading.Lock = field(default_factory=threading.Lock)
@@ -87,6 +89,7 @@ class DemoReceiver:
         return Starlette(routes=[Route("/webhooks/pave", self.receive, methods=["POST"])])
 
     async def receive(self, request: Request) -> Response:
+        arrived = time.time()
         body = await request.body()
         try:
             event = Webhook(self.secret).verify(body, dict(request.headers))
@@ -97,6 +100,7 @@ class DemoReceiver:
         with self.lock:
             self.arrivals += 1
             self.events.setdefault(request.headers["webhook-id"], event)
+            self.first_arrived.setdefault(request.headers["webhook-id"], arrived)
         return Response(status_code=204)
 
     def by_session(self) -> dict[str, list[str]]:
