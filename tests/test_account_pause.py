@@ -14,8 +14,8 @@ from tests.helpers import add_session
 from worker.db import utcnow
 from worker.errors import PaveAuthError, PaveRateLimited
 from worker.models import PaveAccount, TrackedSession
+from worker.pave.fetching import Outcome
 from worker.pave.payload import SessionSnapshot
-from worker.tracking.observations import Outcome
 from worker.tracking.polling import dispatch_due_polls, poll_leased_sessions
 
 

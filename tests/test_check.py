@@ -86,7 +86,8 @@ def test_check_command_exits_1_on_failure(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     from worker.cli import main
-    from worker.config import get_settings, get_targets
+    from worker.config import get_settings
+    from worker.delivery.target_config import get_targets
 
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("PAVE_API_URL", "http://127.0.0.1:9/v1")

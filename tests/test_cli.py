@@ -11,7 +11,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from worker.cli import main
-from worker.config import get_settings, get_targets
+from worker.config import get_settings
+from worker.delivery.target_config import get_targets
 
 
 @pytest.fixture(autouse=True)

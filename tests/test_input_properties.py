@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from sqlalchemy import create_engine, func, select
 
 from worker.cli import main
-from worker.config import get_settings, get_targets
+from worker.config import get_settings
+from worker.delivery.target_config import get_targets
 from worker.errors import BadInput
 from worker.models import TrackedSession
 from worker.tracking.requests import read_csv_requests

@@ -14,9 +14,9 @@ from tests.helpers import add_session
 from worker.db import utcnow
 from worker.delivery.targets import HookTarget
 from worker.models import Delivery, Event, StatusChange, TrackedSession
+from worker.pave.fetching import Outcome
 from worker.pave.payload import SessionSnapshot
 from worker.tracking.leasing import claim_leased_sessions, lease_due_sessions
-from worker.tracking.observations import Outcome
 from worker.tracking.polling import dispatch_due_polls, poll_leased_sessions
 
 HOOK = HookTarget(name="hook", callable="x:y", events=["session.status_changed"])

@@ -12,8 +12,9 @@ from tests.helpers import add_session
 from worker.db import utcnow
 from worker.errors import PaveAuthError, PaveNotFound, PaveRateLimited, PaveServerError
 from worker.models import StatusChange, TrackedSession, Tracking
+from worker.pave.fetching import Outcome
 from worker.pave.payload import SessionSnapshot
-from worker.tracking.observations import Outcome, apply_observation
+from worker.tracking.observations import apply_observation
 
 T0 = dt.datetime(2026, 11, 29, 12, 0, tzinfo=dt.UTC)
 

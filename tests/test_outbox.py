@@ -15,6 +15,7 @@ from tests.helpers import add_session
 from tests.receivers import SECRET
 from worker.db import utcnow
 from worker.delivery.attempts import AttemptResult
+from worker.delivery.events import Observed
 from worker.delivery.outbox import (
     lease_due_deliveries,
     record_attempt,
@@ -24,7 +25,6 @@ from worker.delivery.outbox import (
 from worker.delivery.targets import HookTarget, Target, WebhookTarget
 from worker.errors import BadInput
 from worker.models import Delivery, DeliveryState, Event, StatusChange, TrackedSession, Tracking
-from worker.tracking.observations import Observed
 
 HOOK = HookTarget(name="hook", callable="x:y",
                   events=["session.status_changed", "session.completed", "tracking.not_found"])

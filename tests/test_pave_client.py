@@ -12,6 +12,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
+from worker.backoff import parse_retry_after
 from worker.errors import (
     PaveAuthError,
     PaveBadPayload,
@@ -21,7 +22,7 @@ from worker.errors import (
     PaveTransportError,
 )
 from worker.pave.auth import PaveCredentials
-from worker.pave.client import PaveClient, parse_retry_after
+from worker.pave.client import PaveClient
 from worker.pave.payload import SessionSnapshot
 from worker.pave.simulator import Simulator, scaled
 
@@ -170,7 +171,7 @@ def test_refused_connection_is_a_transport_error() -> None:
 
 
 def test_results_only_once_complete(simulator: Simulator, simulator_url: str) -> None:
-    from worker.tracking.polling import fetch_sessions
+    from worker.pave.fetching import fetch_sessions
 
     simulator.add_session("ABC-1", [("IDLE", None)])
     simulator.add_session("ABC-2", [("COMPLETE", None)])
@@ -203,7 +204,7 @@ def test_results_that_are_not_an_object_are_a_bad_payload() -> None:
 
 def test_a_batch_never_outlasts_its_budget() -> None:
     """However slow PAVE is, the batch is back in time to be recorded under its lease."""
-    from worker.tracking.polling import fetch_sessions
+    from worker.pave.fetching import fetch_sessions
 
     async def answer(request: httpx.Request) -> httpx.Response:
         key = request.url.path.rsplit("/", 1)[1]

@@ -8,7 +8,7 @@ import pytest
 
 from tests.conftest import make_settings
 from tests.receivers import OTHER_SECRET, SECRET
-from worker.config import load_targets
+from worker.delivery.target_config import load_targets
 from worker.delivery.targets import CrmTarget, EmailTarget, HookTarget, WebhookTarget
 from worker.errors import SettingsError
 

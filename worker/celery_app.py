@@ -148,7 +148,7 @@ def _forget_child(pid: int | None = None, **_: Any) -> None:
 
 @worker_shutdown.connect
 def _close_poll_runtimes(**_: Any) -> None:
-    from worker.tracking.polling import close_poll_runtimes
+    from worker.pave.runtime import close_poll_runtimes
 
     close_poll_runtimes()
 
@@ -157,7 +157,7 @@ def _close_poll_runtimes(**_: Any) -> None:
 def _our_logging(loglevel: str | int | None = None, **_: Any) -> None:
     """Celery leaves logging alone when this signal has a receiver: ours is JSON or
     console lines with secrets redacted (`worker.logs`)."""
-    from worker.config import get_targets
+    from worker.delivery.target_config import get_targets
     from worker.logs import configure_logging
 
     configure_logging(get_settings(), get_targets(), level=loglevel)

@@ -18,12 +18,12 @@ from kombu import Connection
 
 from worker.config import Settings
 from worker.delivery.email import parse_smtp_url, smtp_session
-from worker.delivery.hooks import HookNotFound, resolve_hook
+from worker.delivery.hooks import resolve_hook
 from worker.delivery.targets import CrmTarget, EmailTarget, HookTarget, Target, WebhookTarget
-from worker.errors import PaveAuthError, PaveError, PaveNotFound
+from worker.errors import HookNotFound, PaveAuthError, PaveError, PaveNotFound
+from worker.pave.auth import credentials_from
 from worker.pave.client import PaveClient
 from worker.schema import current_and_head
-from worker.tracking.polling import credentials_from
 
 TIMEOUT = 5.0
 

@@ -16,9 +16,10 @@ import click
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
-from worker.config import Settings, get_settings, get_targets
+from worker.config import Settings, get_settings
 from worker.db import session_factory, utcnow
 from worker.delivery import outbox
+from worker.delivery.target_config import get_targets
 from worker.delivery.views import DELIVERY_ID, delivery_detail, delivery_summary
 from worker.errors import BadInput, PaveTrackerError
 from worker.models import DeliveryState, Tracking
@@ -32,7 +33,7 @@ from worker.tracking.requests import (
     read_csv_requests,
     validate_metadata,
 )
-from worker.tracking.views import session_detail, session_summary
+from worker.views import session_detail, session_summary
 
 PROG = "pave-tracker"
 PROGRESS_THRESHOLD = 2000

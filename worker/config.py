@@ -7,17 +7,13 @@ a message that names the variable and never repeats the value (it may be a secre
 
 from __future__ import annotations
 
+import base64
 import os
 import tempfile
-import tomllib
-from collections.abc import Mapping
 from functools import lru_cache
-from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar
+from typing import Annotated, Literal
 
-from dotenv import dotenv_values
 from pydantic import (
-    BaseModel,
     Field,
     PositiveInt,
     SecretStr,
@@ -29,15 +25,6 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
-from worker.delivery.targets import (
-    CrmTarget,
-    EmailTarget,
-    HookTarget,
-    Target,
-    WebhookTarget,
-    check_events,
-    check_webhook_secret,
-)
 from worker.errors import SettingsError
 
 EMBEDDED_DATABASE_URL = "sqlite:///pave-tracker.db"
@@ -45,7 +32,40 @@ EMBEDDED_BROKER_URL = "sqla+sqlite:///pave-tracker-broker.db"
 
 # Finite: "inf" seconds would overflow the first date computed from it.
 Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
-TargetModel = TypeVar("TargetModel", bound=BaseModel)
+
+# The events targets may subscribe to (SPEC's Events), checked here because WEBHOOK_EVENTS
+# and EMAIL_EVENTS name them.
+EVENT_TYPES = (
+    "session.status_changed",
+    "session.completed",
+    "session.expired",
+    "session.invalid",
+    "tracking.not_found",
+    "tracking.gave_up",
+)
+DEFAULT_EVENTS = ["session.completed"]
+
+
+def check_events(events: list[str]) -> list[str]:
+    unknown = [event for event in events if event not in EVENT_TYPES]
+    if unknown:
+        raise ValueError(f"unknown event {unknown[0]!r}; events are {', '.join(EVENT_TYPES)}")
+    if not events:
+        raise ValueError("needs at least one event")
+    return events
+
+
+def check_webhook_secret(secret: str) -> str:
+    """`whsec_` + base64 of 24 to 64 random bytes (Standard Webhooks)."""
+    if not secret.startswith("whsec_"):
+        raise ValueError("a webhook secret starts with whsec_")
+    try:
+        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
+    except ValueError:
+        raise ValueError("a webhook secret is whsec_ followed by base64") from None
+    if not 24 <= len(key) <= 64:
+        raise ValueError("a webhook secret holds 24 to 64 bytes")
+    return secret
 
 
 class Settings(BaseSettings):
@@ -224,111 +244,6 @@ def load_settings(**overrides: object) -> Settings:
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
     return load_settings()
-
-
-# -- callback targets ------------------------------------------------------------------
-
-DEFAULT_CONFIG_FILE = "pave-tracker.toml"
-TARGET_KINDS: dict[str, type[BaseModel]] = {
-    "webhook": WebhookTarget, "email": EmailTarget, "crm": CrmTarget, "hook": HookTarget,
-}
-# TOML keys that name the key the target model uses.
-RENAMED_KEYS = {"from": "sender", "to": "default_to"}
-
-
-def load_targets(settings: Settings) -> list[Target]:
-    """The targets from the environment shortcuts, then from the TOML file."""
-    targets: list[Target] = []
-    if settings.webhook_url and settings.webhook_secret:
-        secrets = settings.webhook_secret.get_secret_value().replace(",", " ").split()
-        targets.append(_build("WEBHOOK_URL", WebhookTarget, {
-            "name": "webhook", "url": settings.webhook_url, "secrets": secrets,
-            "events": settings.webhook_events,
-        }))
-    if settings.smtp_url and settings.email_from:
-        targets.append(_build("SMTP_URL", EmailTarget, {
-            "name": "email", "smtp_url": settings.smtp_url, "sender": settings.email_from,
-            "default_to": settings.email_to, "events": settings.email_events,
-        }))
-    targets += _targets_from_file(settings)
-    names = [target.name for target in targets]
-    duplicates = sorted({name for name in names if names.count(name) > 1})
-    if duplicates:
-        raise SettingsError(f"bad setting PAVE_TRACKER_CONFIG: two targets are named "
-                            f"{duplicates[0]!r}")
-    return targets
-
-
-def _targets_from_file(settings: Settings) -> list[Target]:
-    path = Path(settings.pave_tracker_config or DEFAULT_CONFIG_FILE)
-    if settings.pave_tracker_config is None and not path.exists():
-        return []
-    where = f"PAVE_TRACKER_CONFIG ({path})"
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SettingsError(f"bad setting {where}: {exc.strerror or exc}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise SettingsError(f"bad setting {where}: not TOML: {exc}") from None
-    unknown = sorted(set(document) - set(TARGET_KINDS))
-    if unknown:
-        raise SettingsError(f"bad setting {where}: unknown section [[{unknown[0]}]]; "
-                            f"sections are {', '.join(f'[[{kind}]]' for kind in TARGET_KINDS)}")
-    environment = {**dotenv_values(".env"), **os.environ}
-    targets: list[Target] = []
-    for kind, model in TARGET_KINDS.items():
-        entries = document.get(kind, [])
-        if not isinstance(entries, list):
-            raise SettingsError(f"bad setting {where}: write [[{kind}]], a list of tables")
-        for number, entry in enumerate(entries, start=1):
-            label = f"{where} [[{kind}]] #{number}"
-            if not isinstance(entry, dict):
-                raise SettingsError(f"bad setting {label}: not a table")
-            values = _resolve_references(entry, label, path.parent, environment)
-            targets.append(_build(label, model, values))  # type: ignore[arg-type]
-    return targets
-
-
-def _resolve_references(entry: dict[str, Any], label: str, folder: Path,
-                        environment: Mapping[str, str | None]) -> dict[str, Any]:
-    """`x_env = "VAR"` takes x from a variable, `x_file = "path"` from a file beside the TOML."""
-    values: dict[str, Any] = {}
-    for key, value in entry.items():
-        if key.endswith("_env"):
-            name = key.removesuffix("_env")
-            variables = value if isinstance(value, list) else [value]
-            resolved = []
-            for variable in variables:
-                if not isinstance(variable, str) or not environment.get(variable):
-                    raise SettingsError(f"bad setting {label}: {key} names {variable!r}, "
-                                        "which is not set")
-                resolved.append(environment[variable])
-            values[name] = resolved if isinstance(value, list) else resolved[0]
-        elif key.endswith("_file") and key != "ca_file":
-            name = key.removesuffix("_file")
-            try:
-                values[name] = (folder / str(value)).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise SettingsError(f"bad setting {label}: cannot read {key} {value!r}: "
-                                    f"{getattr(exc, 'strerror', None) or exc}") from None
-        else:
-            values[RENAMED_KEYS.get(key, key)] = value
-    return values
-
-
-def _build(label: str, model: type[TargetModel], values: dict[str, Any]) -> TargetModel:
-    try:
-        return model.model_validate(values)
-    except ValidationError as exc:
-        first = exc.errors()[0]
-        field = ".".join(str(part) for part in first["loc"])
-        message = first["msg"].removeprefix("Value error, ")
-        raise SettingsError(f"bad setting {label}: {field}: {message}") from None
-
-
-@lru_cache(maxsize=1)
-def get_targets() -> tuple[Target, ...]:
-    return tuple(load_targets(get_settings()))
 
 
 def environment_without_settings() -> dict[str, str]:

@@ -3,6 +3,9 @@
     PaveTrackerError
     ├── BadInput                  bad input from a user: CLI argument, CSV file, key (exit 2)
     │   └── SettingsError         a setting that cannot be used (exit 2)
+    ├── SchemaOutOfDate           the database needs `pave-tracker db upgrade`
+    ├── TemplateFailed            a target's template cannot make its message
+    ├── HookNotFound              a hook target names nothing callable
     └── PaveError                 a poll that did not give a usable session
         ├── PaveNotFound          404: PAVE does not know the key (yet)
         ├── PaveAuthError         401/403: the credentials are wrong
@@ -24,6 +27,18 @@ class BadInput(PaveTrackerError):
 
 
 class SettingsError(BadInput):
+    pass
+
+
+class SchemaOutOfDate(PaveTrackerError):
+    pass
+
+
+class TemplateFailed(PaveTrackerError):
+    pass
+
+
+class HookNotFound(PaveTrackerError):
     pass
 
 

@@ -11,13 +11,9 @@ from alembic.script import ScriptDirectory
 
 from worker.config import Settings
 from worker.db import engine_for
-from worker.errors import PaveTrackerError
+from worker.errors import PaveTrackerError, SchemaOutOfDate
 
 PACKAGE = Path(__file__).resolve().parent
-
-
-class SchemaOutOfDate(PaveTrackerError):
-    pass
 
 
 def alembic_config() -> Config:

@@ -5,11 +5,13 @@ from __future__ import annotations
 from typing import Any
 
 from worker.celery_app import DELIVER_TASK, DISPATCH_TASK, POLL_TASK, app
-from worker.config import get_settings, get_targets
+from worker.config import get_settings
 from worker.db import session_factory, utcnow
 from worker.delivery.draining import drain_outbox
 from worker.delivery.outbox import has_due_deliveries
-from worker.tracking.polling import dispatch_due_polls, poll_leased_sessions, poll_runtime
+from worker.delivery.target_config import get_targets
+from worker.pave.runtime import poll_runtime
+from worker.tracking.polling import dispatch_due_polls, poll_leased_sessions
 
 
 @app.task(name=DISPATCH_TASK)

@@ -32,7 +32,7 @@ from worker.tracking import service
 from worker.tracking.keys import SESSION_KEY_PATTERN
 from worker.tracking.push import lease_for_push
 from worker.tracking.requests import TrackRequest
-from worker.tracking.views import session_detail, session_summary
+from worker.views import session_detail, session_summary
 
 log = logging.getLogger(__name__)
 

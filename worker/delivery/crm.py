@@ -13,7 +13,8 @@ import httpx
 from worker.delivery.attempts import AttemptResult, elapsed_ms
 from worker.delivery.http import post
 from worker.delivery.targets import CrmTarget
-from worker.delivery.templates import TemplateFailed, render_json, template_context
+from worker.delivery.templates import render_json, template_context
+from worker.errors import TemplateFailed
 
 USER_AGENT = "pave-tracker-crm"
 

@@ -24,10 +24,10 @@ from worker.delivery.templates import (
     DEFAULT_HTML,
     DEFAULT_SUBJECT,
     DEFAULT_TEXT,
-    TemplateFailed,
     render,
     template_context,
 )
+from worker.errors import TemplateFailed
 
 SECURITY_BY_SCHEME = {"smtp": "plain", "smtp+starttls": "starttls", "smtps": "tls"}
 DEFAULT_PORTS = {"plain": 25, "starttls": 587, "tls": 465}

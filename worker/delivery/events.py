@@ -16,8 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from worker.models import StatusChange, TrackedSession, Tracking
-from worker.tracking.observations import Observed
-from worker.tracking.views import history_entry, iso
+from worker.views import history_entry, iso
 
 STATUS_EVENTS = {
     "COMPLETE": "session.completed",
@@ -28,6 +27,15 @@ TRACKING_EVENTS = {
     Tracking.NOT_FOUND: "tracking.not_found",
     Tracking.GAVE_UP: "tracking.gave_up",
 }
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What one poll changed, as tracking hands it to delivery: a new status (a history
+    row) and/or the end of tracking."""
+
+    change: StatusChange | None = None
+    ended: Tracking | None = None
 
 
 @dataclass(frozen=True)

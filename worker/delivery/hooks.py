@@ -15,12 +15,9 @@ from typing import Any
 
 from worker.delivery.attempts import AttemptResult, elapsed_ms
 from worker.delivery.targets import HOOK_ENTRY_POINT_GROUP, HookTarget
+from worker.errors import HookNotFound
 
 Hook = Callable[[dict[str, Any]], object]
-
-
-class HookNotFound(LookupError):
-    pass
 
 
 def resolve_hook(target: HookTarget) -> Hook:

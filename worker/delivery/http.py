@@ -10,8 +10,8 @@ import time
 
 import httpx
 
+from worker.backoff import parse_retry_after
 from worker.delivery.attempts import AttemptResult, elapsed_ms
-from worker.pave.client import parse_retry_after
 
 MAX_ERROR_BODY = 200
 

@@ -19,11 +19,13 @@ from typing import Any
 from sqlalchemy import select, text, update
 from sqlalchemy.orm import Session
 
+from worker.backoff import JITTER
 from worker.db import insert_ignoring_duplicates
 from worker.delivery.attempts import AttemptResult
-from worker.delivery.events import event_document, events_for, serialise
+from worker.delivery.events import Observed, event_document, events_for, serialise
 from worker.delivery.targets import Target
 from worker.errors import BadInput
+from worker.leases import new_token
 from worker.models import (
     Delivery,
     DeliveryAttempt,
@@ -32,9 +34,6 @@ from worker.models import (
     StatusChange,
     TrackedSession,
 )
-from worker.tracking.leasing import new_token
-from worker.tracking.observations import Observed
-from worker.tracking.scheduling import JITTER
 
 IS_DUE = text("deliveries.state IN ('pending', 'retrying')")
 

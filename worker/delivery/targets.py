@@ -1,4 +1,4 @@
-"""Callback targets: where events go. Built by `worker.config.load_targets()`.
+"""Callback targets: where events go. Built by `worker.delivery.target_config`.
 
 Four kinds, each with a unique `name` and the list of events it subscribes to:
 webhook (Standard Webhooks signed POST), email (SMTP), crm (a POST whose JSON body is
@@ -7,7 +7,6 @@ the user's template) and hook (a Python callable).
 
 from __future__ import annotations
 
-import base64
 from typing import Annotated, Literal
 
 from pydantic import (
@@ -20,38 +19,9 @@ from pydantic import (
     field_validator,
 )
 
-EVENT_TYPES = (
-    "session.status_changed",
-    "session.completed",
-    "session.expired",
-    "session.invalid",
-    "tracking.not_found",
-    "tracking.gave_up",
-)
-DEFAULT_EVENTS = ["session.completed"]
+from worker.config import DEFAULT_EVENTS, check_events, check_webhook_secret
+
 TargetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")]
-
-
-def check_events(events: list[str]) -> list[str]:
-    unknown = [event for event in events if event not in EVENT_TYPES]
-    if unknown:
-        raise ValueError(f"unknown event {unknown[0]!r}; events are {', '.join(EVENT_TYPES)}")
-    if not events:
-        raise ValueError("needs at least one event")
-    return events
-
-
-def check_webhook_secret(secret: str) -> str:
-    """`whsec_` + base64 of 24 to 64 random bytes (Standard Webhooks)."""
-    if not secret.startswith("whsec_"):
-        raise ValueError("a webhook secret starts with whsec_")
-    try:
-        key = base64.b64decode(secret.removeprefix("whsec_"), validate=True)
-    except ValueError:
-        raise ValueError("a webhook secret is whsec_ followed by base64") from None
-    if not 24 <= len(key) <= 64:
-        raise ValueError("a webhook secret holds 24 to 64 bytes")
-    return secret
 
 
 class _Target(BaseModel):

@@ -12,7 +12,7 @@ from typing import Any
 from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
-from worker.errors import PaveTrackerError
+from worker.errors import TemplateFailed
 
 _plain = ImmutableSandboxedEnvironment(autoescape=False, keep_trailing_newline=True)
 _html = ImmutableSandboxedEnvironment(autoescape=True, keep_trailing_newline=True)
@@ -60,10 +60,6 @@ DEFAULT_HTML = """\
 </table>
 </body></html>
 """
-
-
-class TemplateFailed(PaveTrackerError):
-    pass
 
 
 def template_context(document: dict[str, Any]) -> dict[str, Any]:

@@ -6,7 +6,7 @@ import re
 from typing import Any
 
 from worker.models import Delivery, Event
-from worker.tracking.views import iso
+from worker.views import iso
 
 DELIVERY_ID = re.compile(r"msg_[0-9a-f]{32}")
 

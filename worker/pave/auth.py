@@ -13,6 +13,10 @@ import hashlib
 import hmac
 from dataclasses import dataclass
 
+from pydantic import SecretStr
+
+from worker.config import Settings
+
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
 
@@ -49,3 +53,17 @@ class PaveCredentials:
         else:
             token = self.api_token or ""
         return {"API-Key": self.api_key, "API-Token": token, "API-Timestamp": timestamp}
+
+
+def credentials_from(settings: Settings) -> PaveCredentials:
+    """The account's credentials as the settings hold them."""
+    return PaveCredentials(
+        api_key=_reveal(settings.pave_api_key) or "",
+        username=settings.pave_username,
+        api_secret=_reveal(settings.pave_api_secret),
+        api_token=_reveal(settings.pave_api_token),
+    )
+
+
+def _reveal(secret: SecretStr | None) -> str | None:
+    return secret.get_secret_value() if secret is not None else None

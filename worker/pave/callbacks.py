@@ -14,8 +14,8 @@ import httpx
 
 from worker.config import Settings
 from worker.errors import PaveTrackerError
+from worker.pave.auth import credentials_from
 from worker.pave.client import raise_for_pave_status
-from worker.tracking.polling import credentials_from
 
 PUSH_EVENTS = ("SESSION:STATUS_CHANGE", "SESSION:COMPLETE")
 

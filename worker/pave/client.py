@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import email.utils
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
@@ -19,6 +18,7 @@ import aiohttp
 import httpx
 from httpx_aiohttp import AiohttpTransport
 
+from worker.backoff import parse_retry_after
 from worker.errors import (
     PaveAuthError,
     PaveBadPayload,
@@ -141,24 +141,4 @@ def raise_for_pave_status(response: httpx.Response) -> None:
     raise PaveServerError(f"PAVE answered HTTP {code}", status_code=code)
 
 
-def parse_retry_after(value: str | None, *, now: dt.datetime | None = None) -> float | None:
-    """Seconds from a `Retry-After` header: delta-seconds or an HTTP date (RFC 9110)."""
-    if value is None or not value.strip():
-        return None
-    value = value.strip()
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            moment = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError):
-            return None
-        if moment.tzinfo is None:
-            moment = moment.replace(tzinfo=dt.UTC)
-        seconds = (moment - (now or dt.datetime.now(dt.UTC))).total_seconds()
-    if seconds != seconds or seconds in (float("inf"), float("-inf")):
-        return None
-    return max(0.0, seconds)
-
-
-__all__ = ["PaveClient", "PaveError", "parse_retry_after", "raise_for_pave_status"]
+__all__ = ["PaveClient", "PaveError", "raise_for_pave_status"]

@@ -13,21 +13,17 @@ only the claimant's token lets it record the result.
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 from collections.abc import Sequence
 
 from sqlalchemy import ColumnElement, Select, any_, case, func, select, text, update
 from sqlalchemy.orm import Session
 
+from worker.leases import new_token
 from worker.models import TrackedSession
 
 # A literal, not a bound parameter: PostgreSQL can only use the partial index
 # `ix_tracked_sessions_due` when it can see the predicate at planning time.
 IS_ACTIVE = text("tracked_sessions.tracking = 'active'")
-
-
-def new_token() -> str:
-    return str(uuid.uuid4())
 
 
 def lease_due_sessions(

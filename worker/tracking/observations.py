@@ -5,29 +5,20 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import random
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy.orm import Session
 
+from worker.backoff import JITTER
 from worker.config import Settings
-from worker.errors import PaveAuthError, PaveError, PaveNotFound, PaveRateLimited
+from worker.delivery.events import Observed
+from worker.errors import PaveError, PaveNotFound, PaveRateLimited
 from worker.models import StatusChange, TrackedSession, Tracking
+from worker.pave.fetching import Outcome, is_account_error
 from worker.pave.payload import SessionSnapshot
-from worker.tracking.scheduling import JITTER, error_backoff_delay, next_poll_delay
+from worker.tracking.scheduling import error_backoff_delay, next_poll_delay
 
 log = logging.getLogger(__name__)
-
-Outcome = SessionSnapshot | PaveError
-
-
-@dataclass(frozen=True)
-class Observed:
-    """What one poll changed: a new status (history row) and/or the end of tracking."""
-
-    change: StatusChange | None = None
-    ended: Tracking | None = None
-
 
 def apply_observation(
     *,
@@ -73,11 +64,6 @@ def apply_observation(
               extra={"session_key": tracked.session_key, "tracking": tracked.tracking.value})
     ended = tracked.tracking if tracked.tracking is not Tracking.ACTIVE else None
     return Observed(change=change, ended=ended)
-
-
-def is_account_error(outcome: Outcome) -> bool:
-    """Errors about the PAVE account as a whole: throttling and refused credentials."""
-    return isinstance(outcome, PaveRateLimited | PaveAuthError)
 
 
 def is_stale(snapshot: SessionSnapshot, tracked: TrackedSession) -> bool:

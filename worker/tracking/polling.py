@@ -5,31 +5,24 @@ Plain functions: they know nothing of Celery. `worker.tasks` wraps them.
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
 import datetime as dt
 import logging
-import os
 import random
-import threading
-import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from pydantic import SecretStr
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import metrics
 from worker.config import Settings
 from worker.db import utcnow
+from worker.delivery.events import Observed
 from worker.delivery.outbox import record_events
 from worker.delivery.targets import Target
-from worker.errors import PaveAuthError, PaveError, PaveRateLimited, PaveTransportError
+from worker.errors import PaveAuthError, PaveError, PaveRateLimited
 from worker.models import Tracking
-from worker.pave.auth import PaveCredentials
-from worker.pave.client import PaveClient
+from worker.pave.fetching import Outcome, is_account_error
 from worker.pave.payload import SessionSnapshot
-from worker.pave.ratelimit import PaveRateLimit, rate_limit_from
 from worker.tracking.account import account_paused_until, pause_account
 from worker.tracking.leasing import (
     claim_leased_sessions,
@@ -38,12 +31,7 @@ from worker.tracking.leasing import (
     load_claimed_sessions,
     sessions_that_kill_their_worker,
 )
-from worker.tracking.observations import (
-    Observed,
-    Outcome,
-    apply_observation,
-    is_account_error,
-)
+from worker.tracking.observations import apply_observation
 
 log = logging.getLogger(__name__)
 
@@ -169,140 +157,3 @@ def pause_for_account_errors(
     log.warning("PAVE answered 429: polling paused for %.1f s for the whole account", pause)
     return pause_account(db=db, until=now + dt.timedelta(seconds=pause),
                          reason="PAVE asked to slow down (429)")
-
-
-def credentials_from(settings: Settings) -> PaveCredentials:
-    return PaveCredentials(
-        api_key=_reveal(settings.pave_api_key) or "",
-        username=settings.pave_username,
-        api_secret=_reveal(settings.pave_api_secret),
-        api_token=_reveal(settings.pave_api_token),
-    )
-
-
-def _reveal(secret: SecretStr | None) -> str | None:
-    return secret.get_secret_value() if secret is not None else None
-
-
-async def fetch_sessions(
-    client: PaveClient, keys: Sequence[str], *, concurrency: int, with_results: bool = False,
-    rate_limit: PaveRateLimit | None = None, budget: float | None = None,
-) -> dict[str, Outcome]:
-    """Ask PAVE about every key, at most `concurrency` requests at once.
-
-    With `with_results`, a COMPLETE session also gets its inspection results; if they
-    cannot be had, the outcome is that error, so the completion is recorded (and
-    announced) only once it can carry them.
-
-    The whole batch takes at most `budget` seconds, whatever its size, concurrency and
-    timeouts: a key not answered by then is a transport error, so the batch is recorded
-    while its lease still holds.
-    """
-    gate = asyncio.Semaphore(concurrency)
-    deadline = None if budget is None else asyncio.get_running_loop().time() + budget
-
-    async def ask(key: str) -> SessionSnapshot:
-        if rate_limit is not None:
-            await rate_limit.acquire()
-        snapshot = await client.get_session(key)
-        if with_results and snapshot.status == "COMPLETE":
-            if rate_limit is not None:
-                await rate_limit.acquire()
-            results = await client.get_results(key)
-            snapshot = dataclasses.replace(snapshot, results=results)
-        return snapshot
-
-    def out_of_time() -> PaveError:
-        error = PaveTransportError(
-            f"not answered within the batch's {budget:g} s (LEASE_SECONDS / 2)")
-        metrics.POLLS.labels(error.kind).inc()
-        return error
-
-    async def one(key: str) -> Outcome:
-        async with gate:
-            if deadline is not None and asyncio.get_running_loop().time() >= deadline:
-                return out_of_time()  # its turn came too late: not asked at all
-            started = time.perf_counter()
-            try:
-                async with asyncio.timeout_at(deadline):
-                    snapshot = await ask(key)
-            except TimeoutError:
-                return out_of_time()
-            except PaveError as error:
-                metrics.POLLS.labels(error.kind).inc()
-                return error
-            finally:
-                metrics.POLL_SECONDS.observe(time.perf_counter() - started)
-            metrics.POLLS.labels("ok").inc()
-            return snapshot
-
-    results = await asyncio.gather(*(one(key) for key in keys))
-    return dict(zip(keys, results, strict=True))
-
-
-class PollRuntime:
-    """One event loop and one keep-alive PAVE client, kept for the life of a worker thread.
-
-    The client's connection pool belongs to the loop that created it, so a fresh
-    `asyncio.run()` per task could not reuse its connections; an `asyncio.Runner` kept
-    open can.
-    """
-
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-        self._runner = asyncio.Runner()
-        self._client: PaveClient | None = None
-        self._rate_limit = rate_limit_from(settings)
-
-    def fetch(self, keys: Sequence[str]) -> dict[str, Outcome]:
-        return self._runner.run(self._fetch(keys))
-
-    async def _fetch(self, keys: Sequence[str]) -> dict[str, Outcome]:
-        if self._client is None:
-            self._client = PaveClient(
-                base_url=self.settings.pave_api_url,
-                credentials=credentials_from(self.settings),
-                timeout=self.settings.pave_timeout,
-                max_connections=self.settings.poll_concurrency,
-            )
-        return await fetch_sessions(
-            self._client, keys, concurrency=self.settings.poll_concurrency,
-            with_results=self.settings.fetch_results, rate_limit=self._rate_limit,
-            # The other half of the lease is for recording the batch.
-            budget=self.settings.lease_seconds / 2,
-        )
-
-    def close(self) -> None:
-        if self._client is not None:
-            self._runner.run(self._client.aclose())
-        self._runner.close()
-
-
-_local = threading.local()
-_opened: list[tuple[int, PollRuntime]] = []  # (pid, runtime), so shutdown can close them
-_opened_lock = threading.Lock()
-
-
-def poll_runtime(settings: Settings) -> PollRuntime:
-    """This thread's runtime; a forked child (Celery prefork) makes its own."""
-    runtime: PollRuntime | None = getattr(_local, "runtime", None)
-    if runtime is None or getattr(_local, "pid", None) != os.getpid():
-        runtime = PollRuntime(settings)
-        _local.runtime = runtime
-        _local.pid = os.getpid()
-        with _opened_lock:
-            _opened.append((os.getpid(), runtime))
-    return runtime
-
-
-def close_poll_runtimes() -> None:
-    """Close this process's runtimes when the worker stops (their threads are idle by
-    then): connections end cleanly instead of aiohttp reporting them unclosed."""
-    with _opened_lock:
-        ours = [runtime for pid, runtime in _opened if pid == os.getpid()]
-        _opened.clear()
-    for runtime in ours:
-        try:
-            runtime.close()
-        except Exception:  # shutting down: a runtime that will not close is no reason to hang
-            log.debug("a poll runtime did not close cleanly", exc_info=True)

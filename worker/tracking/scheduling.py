@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import random
 
+from worker.backoff import JITTER
 from worker.config import Settings
-
-# Spreads sessions tracked together, so they do not all fall due on the same tick.
-JITTER = 0.1
 
 
 def next_poll_delay(status: str | None, *, settings: Settings, rng: random.Random) -> float:
