@@ -76,8 +76,8 @@ def postgres_url() -> str:
 
 
 _migrated: set[str] = set()
-TABLES = ("pave_account, delivery_attempts, deliveries, events, status_changes, "
-          "tracked_sessions")
+TABLES = ("dispatch_state, pave_account, delivery_attempts, deliveries, events, "
+          "status_changes, tracked_sessions")
 
 
 def fresh_database(url: str) -> str:

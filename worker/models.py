@@ -177,6 +177,9 @@ class Delivery(Base):
     next_attempt_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     lease_token: Mapped[str | None] = mapped_column(String(36))
     leased_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Attempts leased and never recorded in a row (the worker died or hung mid-delivery):
+    # bounded, like a session's unfinished polls.
+    unfinished_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_status_code: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
@@ -223,3 +226,17 @@ class PaveAccount(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     paused_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     pause_reason: Mapped[str | None] = mapped_column(Text)
+
+
+class DispatchState(Base):
+    """What the last beat tick saw of the broker's queue: one row, id 1.
+
+    From it the next tick works out how fast the workers take poll work, so it never
+    leases far more than they start within a lease (see `worker.tracking.backpressure`).
+    """
+
+    __tablename__ = "dispatch_state"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    queue_after_tick: Mapped[int | None] = mapped_column(Integer)
+    ticked_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
