@@ -33,8 +33,11 @@ def main() -> None:
     for number in range(args.sessions):
         simulator.add_session(KEY.format(number), [("STARTED", None)])
     app = delayed(simulator.app, args.latency) if args.latency > 0 else simulator.app
-    uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning",
-                lifespan="off", access_log=False)
+    try:
+        uvicorn.run(app, host="127.0.0.1", port=args.port, log_level="warning",
+                    lifespan="off", access_log=False)
+    finally:
+        simulator.close()
 
 
 def delayed(app: Any, seconds: float) -> Any:

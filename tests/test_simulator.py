@@ -2,11 +2,21 @@
 
 import datetime as dt
 import json
+import threading
+import time
 
 import httpx
 
+from tests.processes import wait_until
+from tests.receivers import Sink
 from worker.pave.auth import PaveCredentials
-from worker.pave.simulator import SimulatedSession, Simulator, render
+from worker.pave.simulator import (
+    SimulatedSession,
+    Simulator,
+    render,
+    running_simulator,
+    serving,
+)
 
 T0 = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 
@@ -82,3 +92,64 @@ def test_missing_headers_are_refused(simulator: Simulator, simulator_url: str) -
     simulator.add_session("ABC-1", [("IDLE", None)])
     assert httpx.get(f"{simulator_url}/sessions/ABC-1").status_code == 401
     assert simulator.rejected_auth == 1
+
+
+def register_status_pushes(simulator_url: str, push_url: str) -> None:
+    headers = PaveCredentials(api_key="sim-api-key", username="sim-user",
+                              api_secret="sim-api-secret").headers(dt.datetime.now(dt.UTC))
+    registered = httpx.post(f"{simulator_url}/callbacks", headers=headers,
+                            json={"event": "SESSION:STATUS_CHANGE", "url": push_url})
+    assert registered.status_code == 201
+
+
+def pushers_started_since(before: set[threading.Thread]) -> list[threading.Thread]:
+    """Alive pushers this test started (one another test leaked would not count)."""
+    return [t for t in set(threading.enumerate()) - before
+            if t.name == "pave-simulator-pusher"]
+
+
+def test_close_stops_the_pusher_and_nothing_registered_is_pushed_after_it(
+    simulator: Simulator, simulator_url: str
+) -> None:
+    before = set(threading.enumerate())
+    sink = Sink()
+    with serving(sink.app()) as sink_url:
+        register_status_pushes(simulator_url, f"{sink_url}/pushed")
+        simulator.add_session("BEFORE-CLOSE", [("IDLE", None)])
+        wait_until(lambda: sink.received, 10, "the pusher never pushed")
+        (pusher,) = pushers_started_since(before)
+
+        simulator.close()
+        assert not pusher.is_alive() and pushers_started_since(before) == []
+        # Still registered, and a new session would be pushed within one 50 ms round
+        # if anything were left to push it.
+        simulator.add_session("AFTER-CLOSE", [("IDLE", None)])
+        time.sleep(0.5)
+    assert [key for _, key, _ in simulator.pushed] == ["BEFORE-CLOSE"]
+    assert len(sink.received) == 1
+
+
+def test_leaving_running_simulator_stops_its_pusher() -> None:
+    before = set(threading.enumerate())
+    simulator = Simulator()
+    sink = Sink()
+    with serving(sink.app()) as sink_url, running_simulator(simulator) as simulator_url:
+        register_status_pushes(simulator_url, f"{sink_url}/pushed")
+        simulator.add_session("ABC-1", [("IDLE", None)])
+        wait_until(lambda: sink.received, 10, "the pusher never pushed")
+        (pusher,) = pushers_started_since(before)
+    assert not pusher.is_alive() and pushers_started_since(before) == []
+
+
+def test_closing_a_simulator_that_never_pushed_is_harmless_and_final() -> None:
+    before = set(threading.enumerate())
+    simulator = Simulator()
+    simulator.close()
+    simulator.close()
+    sink = Sink()
+    with serving(sink.app()) as sink_url, running_simulator(simulator) as simulator_url:
+        register_status_pushes(simulator_url, f"{sink_url}/pushed")
+        simulator.add_session("ABC-1", [("IDLE", None)])
+        time.sleep(0.5)
+        assert pushers_started_since(before) == []
+    assert simulator.pushed == [] and sink.received == []

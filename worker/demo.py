@@ -37,7 +37,7 @@ from starlette.routing import Route
 from worker.config import Settings, environment_without_settings
 from worker.db import session_factory, utcnow
 from worker.models import TrackedSession, Tracking
-from worker.pave.simulator import Simulator, Step, scaled, serving
+from worker.pave.simulator import Simulator, Step, running_simulator, scaled, serving
 from worker.processes import stop_process_group
 from worker.schema import upgrade_database
 from worker.tracking.requests import TrackRequest
@@ -159,7 +159,7 @@ def run_demo(*, count: int, keep_running: bool, timeout: float = 50.0) -> int:
     receiver = DemoReceiver(secret=secret)
     try:
         with ExitStack() as stack:
-            pave_url = stack.enter_context(serving(simulator.app)) + "/v1"
+            pave_url = stack.enter_context(running_simulator(simulator))
             hook_url = stack.enter_context(serving(receiver.app())) + "/webhooks/pave"
             values = {
                 "DATABASE_URL": f"sqlite:///{folder / 'demo.db'}",

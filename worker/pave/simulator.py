@@ -224,6 +224,7 @@ class Simulator:
         self.callbacks: dict[str, dict[str, Any]] = {}  # PAVE's push registrations
         self.pushed: list[tuple[float, str, str]] = []  # (time.time(), key, event)
         self._pusher: threading.Thread | None = None
+        self._stop_pushing = threading.Event()
         self._last_pushed: dict[str, str] = {}
         self.app = Starlette(
             routes=[
@@ -421,13 +422,24 @@ class Simulator:
     def _start_pushing(self) -> None:
         with self._lock:
             if self._pusher is None:
-                self._pusher = threading.Thread(target=self._push_forever, daemon=True)
+                self._pusher = threading.Thread(target=self._push_until_closed,
+                                                name="pave-simulator-pusher", daemon=True)
                 self._pusher.start()
 
-    def _push_forever(self) -> None:
+    def close(self, *, timeout: float = 10.0) -> None:
+        """Stop the pusher for good: once this returns nothing more is pushed, even to
+        callbacks registered later, unless one push outlasts `timeout` (httpx allows
+        each push 5 s per phase). Idempotent; harmless on a simulator that never pushed."""
+        with self._lock:
+            self._stop_pushing.set()
+            pusher = self._pusher
+        if pusher is not None:
+            pusher.join(timeout)
+
+    def _push_until_closed(self) -> None:
         """Push each status change to the registered URLs, as PAVE would."""
         with httpx.Client(timeout=5) as client:
-            while True:
+            while not self._stop_pushing.is_set():
                 now = dt.datetime.now(dt.UTC)
                 with self._lock:
                     changes = []
@@ -442,7 +454,8 @@ class Simulator:
                         ["SESSION:COMPLETE"] if status == "COMPLETE" else [])
                     for event in events:
                         callback = callbacks.get(event)
-                        if callback is None:
+                        # Checked before each push, so close() waits for at most one.
+                        if callback is None or self._stop_pushing.is_set():
                             continue
                         try:
                             client.post(callback["url"], headers=callback["headers"],
@@ -452,7 +465,7 @@ class Simulator:
                             continue  # PAVE documents no retry
                         with self._lock:
                             self.pushed.append((time.time(), key, event))
-                time.sleep(0.05)
+                self._stop_pushing.wait(0.05)  # returns at once when close() sets it
 
     async def _put_session(self, request: Request) -> Response:
         key = request.path_params["key"]
@@ -525,6 +538,10 @@ def serving(app: Any, *, port: int = 0) -> Iterator[str]:
 
 @contextmanager
 def running_simulator(simulator: Simulator, *, port: int = 0) -> Iterator[str]:
-    """Serve `simulator` on loopback; yields PAVE_API_URL (ending in `/v1`)."""
-    with serving(simulator.app, port=port) as url:
-        yield f"{url}/v1"
+    """Serve `simulator` on loopback; yields PAVE_API_URL (ending in `/v1`). On exit the
+    server stops, then the simulator is closed (its pusher stopped)."""
+    try:
+        with serving(simulator.app, port=port) as url:
+            yield f"{url}/v1"
+    finally:
+        simulator.close()
