@@ -173,3 +173,10 @@ def test_push_autotrack(database_url: str, sessions: sessionmaker[Session]) -> N
     assert shown["tracking"] == Tracking.ACTIVE.value
     assert shown["metadata"] == {"source": "pave-push"}
     assert json.loads(json.dumps(shown))["history"] == []
+
+
+def test_a_push_without_the_token_is_refused_before_its_body_is_read(api: Api) -> None:
+    wrong = api.client.post("/pave/callbacks", headers={"Authorization": f"Bearer {TOKEN}"},
+                            json={"event": "SESSION:COMPLETE", "session_key": "../etc"})
+    assert wrong.status_code == 401
+    assert wrong.headers["WWW-Authenticate"] == "Bearer"

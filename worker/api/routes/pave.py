@@ -1,0 +1,37 @@
+"""PAVE's push endpoint: a nudge to poll a session now, never a status to record."""
+
+from __future__ import annotations
+
+import logging
+
+from fastapi import APIRouter, Depends
+
+from worker.api import schemas
+from worker.api.deps import EnqueuePollDep, SessionsDep, SettingsDep, require_push_token
+from worker.db import utcnow
+from worker.tracking.push import lease_for_push
+
+log = logging.getLogger(__name__)
+
+router = APIRouter(tags=["pave"])
+
+
+@router.post("/pave/callbacks", response_model=schemas.PushAccepted,
+             dependencies=[Depends(require_push_token)],
+             responses={401: {"model": schemas.Problem}})
+def pave_push(push: schemas.PavePush, settings: SettingsDep, sessions: SessionsDep,
+              enqueue_poll: EnqueuePollDep) -> schemas.PushAccepted:
+    """PAVE's SESSION:STATUS_CHANGE / SESSION:COMPLETE push: polls that session now.
+
+    Accepted only with `Authorization: Bearer <PAVE_PUSH_TOKEN>`. The body is never
+    recorded as truth: the status comes from the poll it starts.
+    """
+    with sessions.begin() as db:
+        outcome, lease = lease_for_push(db=db, session_key=push.session_key, now=utcnow(),
+                                        lease_seconds=settings.lease_seconds,
+                                        autotrack=settings.push_autotrack)
+    if lease is not None:  # committed: the lease is visible before the message is
+        session_id, token = lease
+        enqueue_poll([session_id], token)
+    log.info("PAVE push %s for %s: %s", push.event[:40], push.session_key, outcome.value)
+    return schemas.PushAccepted(session_key=push.session_key, outcome=outcome.value)
