@@ -302,9 +302,9 @@ def tick_cost(args: argparse.Namespace, pave_url: str) -> tuple[float, float]:
     TRACKED, sending its poll messages to Redis."""
     load_sessions(args.database_url, total=args.tracked, due=args.due, status="STARTED")
     os.environ.update(tracker_env(args, pave_url, DISPATCH_MAX=str(args.due)))
+    from worker.celery_app import send_poll, waiting_messages
     from worker.config import get_settings
     from worker.db import session_factory
-    from worker.tasks import enqueue_poll
     from worker.tracking.polling import dispatch_due_polls
 
     settings = get_settings()
@@ -322,7 +322,7 @@ def tick_cost(args: argparse.Namespace, pave_url: str) -> tuple[float, float]:
         broker.flushdb()
         started = time.perf_counter()
         leased = dispatch_due_polls(sessions=sessions, settings=settings,
-                                    enqueue=enqueue_poll)
+                                    enqueue=send_poll, waiting=waiting_messages)
         timings.append((time.perf_counter() - started) * 1000)
         if leased != args.due:
             raise SystemExit(f"benchmark: the tick leased {leased}, expected {args.due}")

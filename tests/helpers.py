@@ -28,3 +28,17 @@ def add_session(db: Session, key: str, **fields: Any) -> TrackedSession:
     db.add(tracked)
     db.flush()
     return tracked
+
+
+class Clock:
+    """A clock the test moves: pass `clock` where the code takes one, then `advance`."""
+
+    def __init__(self, start: dt.datetime | None = None) -> None:
+        self.now = start or utcnow()
+
+    def __call__(self) -> dt.datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> dt.datetime:
+        self.now += dt.timedelta(seconds=seconds)
+        return self.now

@@ -62,9 +62,11 @@ def test_a_batch_is_claimed_once(sessions: sessionmaker[Session]) -> None:
         add_session(db, "ABC-1", next_poll_at=now)
     token, ids = lease(sessions, now)
     with sessions.begin() as db:
-        _, claimed = claim_leased_sessions(db=db, ids=ids, lease_token=token)
+        _, claimed = claim_leased_sessions(db=db, ids=ids, lease_token=token, now=now,
+                                           lease_seconds=60)
     with sessions.begin() as db:
-        _, again = claim_leased_sessions(db=db, ids=ids, lease_token=token)
+        _, again = claim_leased_sessions(db=db, ids=ids, lease_token=token, now=now,
+                                         lease_seconds=60)
     assert [key for _, key in claimed] == ["ABC-1"] and again == []
 
 

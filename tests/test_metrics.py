@@ -25,7 +25,9 @@ def test_prefork_children_count_into_one_scrape(
 ) -> None:
     simulator, url = simulator_for_e2e
     port = free_port()
-    env = tracker_env(url, METRICS_PORT=str(port))
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    env = tracker_env(url, METRICS_PORT=str(port), TMPDIR=str(scratch))
     for key in ("M-1", "M-2", "M-3"):
         simulator.add_session(key, [("IDLE", 0.5), ("COMPLETE", None)],
                               starts_on_first_request=True)
@@ -45,7 +47,12 @@ def test_prefork_children_count_into_one_scrape(
         return samples.get(("pave_tracker_transitions_total", (("status", "COMPLETE"),))) == 3
     wait_until(settled, 60, "the metrics never showed three completions")
     samples = scrape(port)
+    def metrics_folders() -> list[Path]:
+        return list(scratch.glob("pave-tracker-metrics-*"))
+
+    assert len(metrics_folders()) == 1
     stop(process)
+    assert metrics_folders() == []  # made as the worker started, removed as it stopped
     assert samples[("pave_tracker_transitions_total", (("status", "IDLE"),))] == 3
     assert samples[("pave_tracker_polls_total", (("outcome", "ok"),))] >= 6
     assert samples[("pave_tracker_polls_total", (("outcome", "not_found"),))] >= 1

@@ -82,3 +82,35 @@ def test_many_keys_in_chunks(sessions: sessionmaker[Session]) -> None:
     requests = [TrackRequest(f"KEY-{n:05d}") for n in range(1200)]
     assert track(sessions, *requests).added == 1200
     assert track(sessions, *requests).unchanged == 1200
+
+
+def test_untrack_never_overwrites_a_poll_recorded_meanwhile(pg_url: str) -> None:
+    """A poll recording `done` while `untrack` runs: untrack waits for it and leaves
+    `done` alone (it used to read without a lock and write `stopped` over it)."""
+    import threading
+    import time
+
+    from worker.db import session_factory
+
+    sessions = session_factory(pg_url)
+    track(sessions, TrackRequest("ABC-1"))
+    poll = sessions()
+    poll.begin()
+    tracked = poll.scalars(select(TrackedSession).with_for_update()).one()
+    tracked.tracking, tracked.status, tracked.next_poll_at = Tracking.DONE, "COMPLETE", None
+    poll.flush()
+    stopped: list[int] = []
+
+    def untrack() -> None:
+        with sessions.begin() as db:
+            stopped.append(untrack_sessions(db=db, keys=["ABC-1"], now=utcnow()))
+
+    thread = threading.Thread(target=untrack)
+    thread.start()
+    time.sleep(0.5)  # untrack is now waiting on the poll's row
+    poll.commit()
+    poll.close()
+    thread.join(timeout=10)
+    assert stopped == [0]
+    with sessions() as db:
+        assert db.scalars(select(TrackedSession)).one().tracking is Tracking.DONE

@@ -6,21 +6,24 @@ https://docs.celeryq.dev/en/stable/userguide/configuration.html for the full lis
 
 from __future__ import annotations
 
+import shutil
 from typing import Any
 
 from celery import Celery
 from celery.signals import (
+    import_modules,
     setup_logging,
     worker_init,
     worker_process_init,
     worker_process_shutdown,
     worker_shutdown,
 )
+from kombu.exceptions import ChannelError
 from kombu.transport.sqlalchemy import Channel as SQLAlchemyChannel
 from kombu.transport.sqlalchemy import Transport as SQLAlchemyTransport
 from sqlalchemy import Engine, event
 
-from worker.config import Settings, get_settings, use_multiprocess_metrics
+from worker.config import MetricsFolder, Settings, get_settings, use_multiprocess_metrics
 from worker.db import engine_for
 
 DISPATCH_TASK = "pave_tracker.dispatch_due_polls"
@@ -117,37 +120,79 @@ def celery_config(settings: Settings) -> dict[str, Any]:
     return config
 
 
-def create_app(settings: Settings) -> Celery:
+def create_app(settings: Settings | None = None) -> Celery:
+    """The app; configured from `settings`, or from the process's settings the first time
+    the configuration is read (never at import: importing this module reads nothing)."""
     app = Celery("pave_tracker", include=["worker.tasks"])
-    app.conf.update(celery_config(settings))
+    if settings is not None:
+        app.conf.update(celery_config(settings))
+    else:
+        app.add_defaults(lambda: celery_config(get_settings()))
     return app
 
 
-app = create_app(get_settings())
-# Before any task module imports prometheus_client (see worker.metrics).
-METRICS_DIR = use_multiprocess_metrics(get_settings())
+app = create_app()
+
+
+def send_poll(ids: list[int], lease_token: str) -> None:
+    """Send one poll batch, by task name: a process that only sends (the API) need not
+    import the tasks. The header's short `argsrepr` (what logs and Flower show) spares
+    Celery from writing out a hundred ids in every message."""
+    # Celery takes `argsrepr` among its message options; celery-types does not list it.
+    options: dict[str, Any] = {"argsrepr": f"({len(ids)} sessions, lease {lease_token[:8]})"}
+    app.send_task(POLL_TASK, (ids, lease_token), **options)
+
+
+def waiting_messages() -> int:
+    """Messages waiting in the broker's queue, not yet taken by a worker (backpressure)."""
+    with app.connection_for_read() as connection:
+        try:
+            # Every kombu channel has queue_declare (AMQP's); celery-types' StdChannel omits it.
+            channel: Any = connection.default_channel
+            declared = channel.queue_declare(queue=app.conf.task_default_queue, passive=True)
+        except ChannelError:
+            return 0  # Redis keeps no empty list: no queue is an empty queue
+        return int(declared.message_count)
+
+
+# The metrics folder this worker made, to remove when it stops.
+_metrics: list[MetricsFolder] = []
+
+
+@import_modules.connect
+def _multiprocess_metrics(**_: Any) -> None:
+    """As a worker starts, before it imports the task modules (and they prometheus_client)."""
+    if folder := use_multiprocess_metrics(get_settings()):
+        _metrics.append(folder)
 
 
 @worker_init.connect
 def _serve_metrics(**_: Any) -> None:
     port = get_settings().metrics_port
-    if port is not None and METRICS_DIR is not None:
+    if port is not None and _metrics:
         from worker.metrics import serve_metrics
 
-        serve_metrics(port, METRICS_DIR)
+        serve_metrics(port, _metrics[0].path)
 
 
 @worker_process_shutdown.connect
 def _forget_child(pid: int | None = None, **_: Any) -> None:
     _close_poll_runtimes()
-    if METRICS_DIR is not None and pid is not None:
+    if _metrics and pid is not None:
         from worker.metrics import forget_process
 
-        forget_process(pid, METRICS_DIR)
+        forget_process(pid, _metrics[0].path)
 
 
 @worker_shutdown.connect
-def _close_poll_runtimes(**_: Any) -> None:
+def _stop(**_: Any) -> None:
+    _close_poll_runtimes()
+    for folder in _metrics:
+        if folder.made_here:
+            shutil.rmtree(folder.path, ignore_errors=True)
+
+
+def _close_poll_runtimes() -> None:
     from worker.pave.runtime import close_poll_runtimes
 
     close_poll_runtimes()

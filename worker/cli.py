@@ -290,8 +290,8 @@ def serve(host: str, port: int) -> None:
     import uvicorn
 
     from worker.api.app import create_app
+    from worker.celery_app import send_poll
     from worker.logs import configure_logging
-    from worker.tasks import enqueue_poll
 
     settings = get_settings()
     targets = get_targets()
@@ -301,7 +301,7 @@ def serve(host: str, port: int) -> None:
     configure_logging(settings, targets)
 
     app = create_app(settings=settings, sessions=session_factory(settings.database_url),
-                     enqueue_poll=enqueue_poll)
+                     enqueue_poll=send_poll)
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
 
 
@@ -367,7 +367,10 @@ def simulate(host: str, port: int, api_key: str, username: str, api_secret: str,
                               starts_on_first_request=True)
     click.echo(f"PAVE simulator on http://{host}:{port}/v1 — script sessions with "
                f"PUT /_simulator/sessions/KEY; see README", err=True)
-    uvicorn.run(simulator.app, host=host, port=port, log_level="warning", lifespan="off")
+    try:
+        uvicorn.run(simulator.app, host=host, port=port, log_level="warning", lifespan="off")
+    finally:
+        simulator.close()  # its pusher thread, if PAVE-style callbacks were registered
 
 
 def main(argv: Sequence[str] | None = None) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import os
 import tempfile
+from dataclasses import dataclass
 from functools import lru_cache
 from typing import Annotated, Literal
 
@@ -126,6 +127,7 @@ class Settings(BaseSettings):
     error_backoff_cap: Seconds = 1800.0
     auth_pause: Seconds = 300.0
     max_unfinished_polls: PositiveInt = 5
+    max_unfinished_attempts: PositiveInt = 5
     pave_rate_limit: Annotated[float, Field(gt=0, allow_inf_nan=False)] | None = None
     rate_limit_pause: Seconds = 30.0
     delivery_batch_size: PositiveInt = 10
@@ -253,16 +255,24 @@ def environment_without_settings() -> dict[str, str]:
     return {name: value for name, value in os.environ.items() if name.upper() not in ours}
 
 
-def use_multiprocess_metrics(settings: Settings) -> str | None:
+@dataclass(frozen=True)
+class MetricsFolder:
+    path: str
+    made_here: bool  # ours to remove when the worker stops; an operator's own is kept
+
+
+def use_multiprocess_metrics(settings: Settings) -> MetricsFolder | None:
     """With METRICS_PORT set, put prometheus_client in multiprocess mode; returns its folder.
 
     prometheus_client decides its mode from PROMETHEUS_MULTIPROC_DIR when it is first
-    imported, so this runs before any metric exists. An operator's own folder is kept;
-    otherwise a fresh one is made, since stale files from an earlier run would count.
+    imported, so a worker calls this as it starts, before any metric exists. An
+    operator's own folder is kept; otherwise a fresh one is made, since stale files from
+    an earlier run would count.
     """
     if settings.metrics_port is None:
         return None
-    folder = os.environ.get("PROMETHEUS_MULTIPROC_DIR") or tempfile.mkdtemp(
-        prefix="pave-tracker-metrics-")
+    if folder := os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return MetricsFolder(folder, made_here=False)
+    folder = tempfile.mkdtemp(prefix="pave-tracker-metrics-")
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = folder
-    return folder
+    return MetricsFolder(folder, made_here=True)

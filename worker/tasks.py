@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-from worker.celery_app import DELIVER_TASK, DISPATCH_TASK, POLL_TASK, app
+from worker.celery_app import (
+    DELIVER_TASK,
+    DISPATCH_TASK,
+    POLL_TASK,
+    app,
+    send_poll,
+    waiting_messages,
+)
 from worker.config import get_settings
 from worker.db import session_factory, utcnow
 from worker.delivery.draining import drain_outbox
@@ -19,20 +24,14 @@ def dispatch_due_polls_task() -> int:
     """The beat tick: hand out due polls, and wake delivery work if anything is due."""
     settings = get_settings()
     sessions = session_factory(settings.database_url)
-    leased = dispatch_due_polls(sessions=sessions, settings=settings, enqueue=enqueue_poll,
-                                targets=get_targets())
+    leased = dispatch_due_polls(sessions=sessions, settings=settings, enqueue=send_poll,
+                                targets=get_targets(), waiting=waiting_messages)
     with sessions() as db:
-        if has_due_deliveries(db=db, now=utcnow()):
-            deliver_outbox_task.delay()
+        deliveries_due = has_due_deliveries(db=db, now=utcnow())
+    # Publish once the session has ended: on SQLite it holds the write lock until then.
+    if deliveries_due:
+        deliver_outbox_task.delay()
     return leased
-
-
-def enqueue_poll(ids: list[int], lease_token: str) -> None:
-    """Send one poll batch. The header's short `argsrepr` (what logs and Flower show)
-    spares Celery from writing out a hundred ids in every message."""
-    # Celery takes `argsrepr` among its message options; celery-types does not list it.
-    options: dict[str, Any] = {"argsrepr": f"({len(ids)} sessions, lease {lease_token[:8]})"}
-    poll_sessions_task.apply_async((ids, lease_token), **options)
 
 
 @app.task(name=POLL_TASK)

@@ -62,6 +62,11 @@ class PaveClient:
         self._transport = transport or AiohttpTransport(
             limits=limits, proxy=proxy_from_environment(self._base_url))
 
+    @property
+    def timeout(self) -> float:
+        """Seconds one request gets to be answered in full (PAVE_TIMEOUT)."""
+        return self._timeout
+
     async def __aenter__(self) -> PaveClient:
         return self
 

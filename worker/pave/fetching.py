@@ -1,30 +1,50 @@
-"""Asking PAVE about a batch of sessions at once: what each key's poll came to."""
+"""Asking PAVE about a batch of sessions at once: what each key's poll came to.
+
+A batch asks nothing more once PAVE throttles the account or refuses its credentials
+(the account's gate closes; the keys not yet asked come back `NotAsked`), and it never
+turns its own waiting (for a free slot, for PAVE_RATE_LIMIT) into a failure of PAVE's:
+a key whose turn comes too late is not asked either.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TypeVar
 
 from worker import metrics
-from worker.errors import PaveAuthError, PaveError, PaveRateLimited, PaveTransportError
+from worker.errors import PaveError, PaveTransportError
 from worker.pave.client import PaveClient
+from worker.pave.gate import AccountGate, is_account_error
 from worker.pave.payload import SessionSnapshot
 from worker.pave.ratelimit import PaveRateLimit
 
-# What one poll came to: the session as PAVE sent it, or why there is none.
-Outcome = SessionSnapshot | PaveError
+T = TypeVar("T")
 
 
-def is_account_error(outcome: Outcome) -> bool:
-    """Errors about the PAVE account as a whole: throttling and refused credentials."""
-    return isinstance(outcome, PaveRateLimited | PaveAuthError)
+@dataclass(frozen=True)
+class NotAsked:
+    """A key this batch did not ask PAVE about: its lease is released, not failed."""
+
+    reason: str
+
+
+# What PAVE's answer to one poll came to: the session as PAVE sent it, or why there is none.
+Answer = SessionSnapshot | PaveError
+# What became of one key of a batch: PAVE's answer, or no poll at all.
+Outcome = Answer | NotAsked
+
+PAUSED = NotAsked("the PAVE account is paused")
+TOO_LATE = NotAsked("its turn came too late in the batch")
 
 
 async def fetch_sessions(
     client: PaveClient, keys: Sequence[str], *, concurrency: int, with_results: bool = False,
     rate_limit: PaveRateLimit | None = None, budget: float | None = None,
+    gate: AccountGate | None = None,
 ) -> dict[str, Outcome]:
     """Ask PAVE about every key, at most `concurrency` requests at once.
 
@@ -33,46 +53,60 @@ async def fetch_sessions(
     announced) only once it can carry them.
 
     The whole batch takes at most `budget` seconds, whatever its size, concurrency and
-    timeouts: a key not answered by then is a transport error, so the batch is recorded
-    while its lease still holds.
+    timeouts, so it is recorded while its lease still holds. A request starts only while
+    it has its whole PAVE_TIMEOUT left (or half the budget, if that is shorter); a key
+    whose turn comes later is `NotAsked`. A request still unanswered at the end of the
+    budget is a transport error: PAVE was asked and was slow.
     """
-    gate = asyncio.Semaphore(concurrency)
-    deadline = None if budget is None else asyncio.get_running_loop().time() + budget
+    loop = asyncio.get_running_loop()
+    slots = asyncio.Semaphore(concurrency)
+    deadline = None if budget is None else loop.time() + budget
+    start_by = None if budget is None or deadline is None else (
+        deadline - min(client.timeout, budget / 2))
 
-    async def ask(key: str) -> SessionSnapshot:
-        if rate_limit is not None:
-            await rate_limit.acquire()
-        snapshot = await client.get_session(key)
-        if with_results and snapshot.status == "COMPLETE":
-            if rate_limit is not None:
-                await rate_limit.acquire()
-            results = await client.get_results(key)
-            snapshot = dataclasses.replace(snapshot, results=results)
-        return snapshot
+    async def turn() -> NotAsked | None:
+        """Wait for this request's turn; what stops it, if anything."""
+        if gate is not None and not gate.is_open():
+            return PAUSED
+        if start_by is not None and loop.time() >= start_by:
+            return TOO_LATE
+        if rate_limit is not None and not await rate_limit.acquire(until=start_by):
+            return TOO_LATE
+        if gate is not None and not gate.is_open():  # closed while we waited
+            return PAUSED
+        return None
 
-    def out_of_time() -> PaveError:
-        error = PaveTransportError(
-            f"not answered within the batch's {budget:g} s (LEASE_SECONDS / 2)")
-        metrics.POLLS.labels(error.kind).inc()
-        return error
+    async def answer(request: Callable[[], Awaitable[T]]) -> T:
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await request()
+        except TimeoutError:
+            raise PaveTransportError(
+                f"not answered within the batch's {budget:g} s (LEASE_SECONDS / 2)") from None
+        except PaveError as error:
+            if gate is not None and is_account_error(error):
+                gate.close_for(error)  # no other request of this process starts now
+            raise
+        finally:
+            metrics.POLL_SECONDS.observe(time.perf_counter() - started)
 
     async def one(key: str) -> Outcome:
-        async with gate:
-            if deadline is not None and asyncio.get_running_loop().time() >= deadline:
-                return out_of_time()  # its turn came too late: not asked at all
-            started = time.perf_counter()
+        async with slots:
             try:
-                async with asyncio.timeout_at(deadline):
-                    snapshot = await ask(key)
-            except TimeoutError:
-                return out_of_time()
+                if stop := await turn():
+                    return stop
+                snapshot = await answer(lambda: client.get_session(key))
+                if with_results and snapshot.status == "COMPLETE":
+                    if stop := await turn():
+                        return stop
+                    results = await answer(lambda: client.get_results(key))
+                    snapshot = dataclasses.replace(snapshot, results=results)
             except PaveError as error:
                 metrics.POLLS.labels(error.kind).inc()
                 return error
-            finally:
-                metrics.POLL_SECONDS.observe(time.perf_counter() - started)
             metrics.POLLS.labels("ok").inc()
             return snapshot
 
-    results = await asyncio.gather(*(one(key) for key in keys))
-    return dict(zip(keys, results, strict=True))
+    outcomes = await asyncio.gather(*(one(key) for key in keys))
+    return dict(zip(keys, outcomes, strict=True))

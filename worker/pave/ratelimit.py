@@ -32,11 +32,17 @@ class PaveRateLimit:
         self.item = rate_item(per_second)
         self.limiter = SlidingWindowCounterRateLimiter(storage)
 
-    async def acquire(self) -> None:
-        """Wait until one more request fits in the window."""
+    async def acquire(self, *, until: float | None = None) -> bool:
+        """Wait until one more request fits in the window; False if that would be after
+        `until` (the event loop's clock), and then no slot is taken."""
+        loop = asyncio.get_running_loop()
         while not await self.limiter.hit(self.item, *NAMESPACE):
             stats = await self.limiter.get_window_stats(self.item, *NAMESPACE)
-            await asyncio.sleep(min(1.0, max(0.005, stats.reset_time - time.time())))
+            wait = min(1.0, max(0.005, stats.reset_time - time.time()))
+            if until is not None and loop.time() + wait > until:
+                return False
+            await asyncio.sleep(wait)
+        return True
 
 
 def rate_limit_from(settings: Settings) -> PaveRateLimit | None:

@@ -12,6 +12,7 @@ from worker.config import Settings
 from worker.pave.auth import credentials_from
 from worker.pave.client import PaveClient
 from worker.pave.fetching import Outcome, fetch_sessions
+from worker.pave.gate import account_gate
 from worker.pave.ratelimit import rate_limit_from
 
 log = logging.getLogger(__name__)
@@ -30,6 +31,8 @@ class PollRuntime:
         self._runner = asyncio.Runner()
         self._client: PaveClient | None = None
         self._rate_limit = rate_limit_from(settings)
+        self._gate = account_gate("default", auth_pause=settings.auth_pause,
+                                  rate_limit_pause=settings.rate_limit_pause)
 
     def fetch(self, keys: Sequence[str]) -> dict[str, Outcome]:
         return self._runner.run(self._fetch(keys))
@@ -46,7 +49,7 @@ class PollRuntime:
             self._client, keys, concurrency=self.settings.poll_concurrency,
             with_results=self.settings.fetch_results, rate_limit=self._rate_limit,
             # The other half of the lease is for recording the batch.
-            budget=self.settings.lease_seconds / 2,
+            budget=self.settings.lease_seconds / 2, gate=self._gate,
         )
 
     def close(self) -> None:

@@ -1,7 +1,9 @@
 """Pausing the whole PAVE account: after a 429, or when PAVE refuses the credentials.
 
-Every worker reads the same row, so one worker's 429 stops them all; a beat tick leases
-nothing while the account is paused.
+Every worker reads the same row: a beat tick leases nothing while the account is paused,
+a batch asks nothing (it hands its sessions back, due when the pause ends), and a push
+polls nothing. Within a process the account's gate (`worker.pave.gate`) stops the other
+threads' requests at once.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ import datetime as dt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from worker.db import insert_ignoring_duplicates
 from worker.models import PaveAccount
 
 ACCOUNT_ID = 1
@@ -19,11 +22,12 @@ ACCOUNT_ID = 1
 def pause_account(*, db: Session, until: dt.datetime, reason: str) -> dt.datetime:
     """Pause polling until `until` (a pause already running longer is kept); returns
     when the pause ends."""
-    account = db.scalar(select(PaveAccount).where(PaveAccount.id == ACCOUNT_ID)
-                        .with_for_update())
-    if account is None:
-        account = PaveAccount(id=ACCOUNT_ID)
-        db.add(account)
+    # The row exists from migration 0006 on; ON CONFLICT DO NOTHING makes sure without
+    # racing another pause to insert it (one of two plain INSERTs would fail).
+    db.execute(insert_ignoring_duplicates(db, PaveAccount, unique=["id"])
+               .values(id=ACCOUNT_ID))
+    account = db.scalars(select(PaveAccount).where(PaveAccount.id == ACCOUNT_ID)
+                         .with_for_update()).one()
     if account.paused_until is None or account.paused_until < until:
         account.paused_until = until
         account.pause_reason = reason

@@ -8,6 +8,10 @@ Two steps make a poll message safe to deliver twice. The beat tick leases a batc
 under a dispatch token; the poll work then claims it by swapping that token for its
 own (compare-and-swap), so only one delivery of a message goes on to call PAVE, and
 only the claimant's token lets it record the result.
+
+Only a claim counts against MAX_UNFINISHED_POLLS: a message that waits in the broker
+past its lease proves nothing about the session, a poll that was claimed and never
+recorded does (the worker died or hung polling it).
 """
 
 from __future__ import annotations
@@ -15,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from sqlalchemy import ColumnElement, Select, any_, case, func, select, text, update
+from sqlalchemy import ColumnElement, Select, any_, func, select, text, update
 from sqlalchemy.orm import Session
 
 from worker.leases import new_token
@@ -45,14 +49,10 @@ def lease_due_sessions(
         .limit(limit)
         .with_for_update(skip_locked=True)
     )
-    # A lease token still set means the last lease ran out with no result recorded.
-    unfinished = TrackedSession.unfinished_polls + case(
-        (TrackedSession.lease_token.is_not(None), 1), else_=0)
     leased = db.execute(
         update(TrackedSession)
         .where(_id_among(db, due))
-        .values(lease_token=token, leased_until=expires, next_poll_at=expires,
-                unfinished_polls=unfinished)
+        .values(lease_token=token, leased_until=expires, next_poll_at=expires)
         .returning(TrackedSession.id)
         .execution_options(synchronize_session=False)
     )
@@ -73,11 +73,8 @@ def lease_loaded_session(tracked: TrackedSession, *, now: dt.datetime,
                          lease_seconds: float) -> str:
     """Lease one session already loaded (and locked) for a poll now; returns the token.
 
-    The same bookkeeping as `lease_due_sessions`: a token still set means the last lease
-    ran out with no result, and counts against MAX_UNFINISHED_POLLS.
+    The same bookkeeping as `lease_due_sessions`: the poll work claims it as any other.
     """
-    if tracked.lease_token is not None:
-        tracked.unfinished_polls += 1
     token = new_token()
     tracked.lease_token = token
     tracked.leased_until = tracked.next_poll_at = now + dt.timedelta(seconds=lease_seconds)
@@ -87,12 +84,13 @@ def lease_loaded_session(tracked: TrackedSession, *, now: dt.datetime,
 def sessions_that_kill_their_worker(
     *, db: Session, now: dt.datetime, limit: int
 ) -> list[TrackedSession]:
-    """Due sessions whose last MAX_UNFINISHED_POLLS leases all ran out with no result."""
+    """Due sessions whose last claims, more than MAX_UNFINISHED_POLLS in a row, all ran out
+    with no result."""
     return list(db.scalars(
         select(TrackedSession)
         .where(IS_ACTIVE, TrackedSession.next_poll_at <= now,
                TrackedSession.lease_token.is_not(None),
-               TrackedSession.unfinished_polls >= limit)
+               TrackedSession.unfinished_polls > limit)
         .with_for_update(skip_locked=True)
     ))
 
@@ -107,13 +105,19 @@ def due_backlog(*, db: Session, now: dt.datetime) -> tuple[int, dt.datetime | No
 
 
 def claim_leased_sessions(
-    *, db: Session, ids: Sequence[int], lease_token: str
+    *, db: Session, ids: Sequence[int], lease_token: str, now: dt.datetime,
+    lease_seconds: float,
 ) -> tuple[str, list[tuple[int, str]]]:
     """Swap the dispatch token for a claim token; returns (claim, [(id, key)]).
 
     Rows whose token has changed (claimed already, re-leased, untracked) are left out.
+    A lease that ran out while its message waited is still claimed if no tick has
+    handed the session out again (its token is unchanged, so no one else holds it):
+    polling it now is what a new lease would do. The claim gives the poll a whole lease
+    from now, and counts as unfinished until the poll is recorded.
     """
     claim = new_token()
+    expires = now + dt.timedelta(seconds=lease_seconds)
     claimed = db.execute(
         update(TrackedSession)
         .where(
@@ -121,7 +125,8 @@ def claim_leased_sessions(
             TrackedSession.lease_token == lease_token,
             IS_ACTIVE,
         )
-        .values(lease_token=claim)
+        .values(lease_token=claim, leased_until=expires, next_poll_at=expires,
+                unfinished_polls=TrackedSession.unfinished_polls + 1)
         .returning(TrackedSession.id, TrackedSession.session_key)
         .execution_options(synchronize_session=False)
     )
@@ -136,6 +141,32 @@ def load_claimed_sessions(
         db.scalars(
             select(TrackedSession)
             .where(TrackedSession.id.in_(list(ids)), TrackedSession.lease_token == claim)
+            .order_by(TrackedSession.id)  # the lock order `untrack` uses too: no deadlock
             .with_for_update()
         )
     )
+
+
+def release_unasked_session(tracked: TrackedSession, *, due_at: dt.datetime) -> None:
+    """Give back a claimed session that was not asked about (the account was paused, or
+    its turn came too late): no poll happened, so none is counted, finished or not."""
+    tracked.lease_token = None
+    tracked.leased_until = None
+    tracked.unfinished_polls = max(0, tracked.unfinished_polls - 1)
+    tracked.next_poll_at = due_at
+
+
+def release_paused_batch(
+    *, db: Session, ids: Sequence[int], lease_token: str, until: dt.datetime
+) -> int:
+    """Hand a leased batch back unclaimed while the account is paused: due again when the
+    pause ends. Returns how many rows it released."""
+    released = db.execute(
+        update(TrackedSession)
+        .where(TrackedSession.id.in_(list(ids)), TrackedSession.lease_token == lease_token,
+               IS_ACTIVE)
+        .values(lease_token=None, leased_until=None, next_poll_at=until)
+        .returning(TrackedSession.id)
+        .execution_options(synchronize_session=False)
+    )
+    return len(released.all())

@@ -14,7 +14,8 @@ from worker.config import Settings
 from worker.delivery.events import Observed
 from worker.errors import PaveError, PaveNotFound, PaveRateLimited
 from worker.models import StatusChange, TrackedSession, Tracking
-from worker.pave.fetching import Outcome, is_account_error
+from worker.pave.fetching import Answer
+from worker.pave.gate import is_account_error
 from worker.pave.payload import SessionSnapshot
 from worker.tracking.scheduling import error_backoff_delay, next_poll_delay
 
@@ -24,7 +25,7 @@ def apply_observation(
     *,
     db: Session,
     tracked: TrackedSession,
-    outcome: Outcome,
+    outcome: Answer,
     now: dt.datetime,
     settings: Settings,
     rng: random.Random,

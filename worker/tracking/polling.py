@@ -1,6 +1,7 @@
 """Poll work: the beat tick's dispatch, and polling one leased batch.
 
-Plain functions: they know nothing of Celery. `worker.tasks` wraps them.
+Plain functions: they know nothing of Celery. `worker.tasks` wraps them. Each takes its
+clock, so tests move time instead of sleeping.
 """
 
 from __future__ import annotations
@@ -14,21 +15,31 @@ from dataclasses import dataclass
 from sqlalchemy.orm import Session, sessionmaker
 
 from worker import metrics
+from worker.backoff import JITTER
 from worker.config import Settings
 from worker.db import utcnow
 from worker.delivery.events import Observed
 from worker.delivery.outbox import record_events
 from worker.delivery.targets import Target
-from worker.errors import PaveAuthError, PaveError, PaveRateLimited
+from worker.errors import PaveAuthError, PaveError
 from worker.models import Tracking
-from worker.pave.fetching import Outcome, is_account_error
+from worker.pave.fetching import NotAsked, Outcome
+from worker.pave.gate import is_account_error, pause_seconds
 from worker.pave.payload import SessionSnapshot
 from worker.tracking.account import account_paused_until, pause_account
+from worker.tracking.backpressure import (
+    QueueReading,
+    lease_allowance,
+    load_dispatch_state,
+    note_tick,
+)
 from worker.tracking.leasing import (
     claim_leased_sessions,
     due_backlog,
     lease_due_sessions,
     load_claimed_sessions,
+    release_paused_batch,
+    release_unasked_session,
     sessions_that_kill_their_worker,
 )
 from worker.tracking.observations import apply_observation
@@ -37,6 +48,7 @@ log = logging.getLogger(__name__)
 
 Fetch = Callable[[Sequence[str]], Mapping[str, Outcome]]
 Enqueue = Callable[[list[int], str], None]
+Clock = Callable[[], dt.datetime]
 
 
 @dataclass(frozen=True)
@@ -45,30 +57,41 @@ class PollReport:
     recorded: int
     changes: int
     deliveries: int = 0
+    released: int = 0
 
 
 def dispatch_due_polls(
     *, sessions: sessionmaker[Session], settings: Settings, enqueue: Enqueue,
-    targets: Sequence[Target] = (),
+    targets: Sequence[Target] = (), waiting: Callable[[], int | None] = lambda: None,
+    clock: Clock = utcnow,
 ) -> int:
     """Lease what is due and hand it out in batches; returns how many were leased.
 
     Safe to run twice at once (two beats): each run leases different rows. If the
     broker loses the messages, the leases expire and a later tick hands them out again.
+    `waiting` tells how many messages wait in the broker: a tick leases no more than
+    the workers take (`worker.tracking.backpressure`).
     """
+    reading = QueueReading(waiting=waiting(), at=clock())
+    size = settings.poll_batch_size
     with sessions.begin() as db:
-        now = utcnow()
+        now = reading.at
+        state = load_dispatch_state(db)
         if account_paused_until(db=db, now=now) is not None:
+            note_tick(state, reading=reading, messages_sent=0)
             return 0  # PAVE throttled us or refused the credentials: wait for everyone
         give_up_on_sessions_that_kill_their_worker(db=db, now=now, settings=settings,
                                                    targets=targets)
-        token, ids = lease_due_sessions(
-            db=db, now=now, limit=settings.dispatch_max, lease_seconds=settings.lease_seconds,
-        )
+        allowance = lease_allowance(
+            reading=reading, previous=state, batch_size=size,
+            dispatch_max=settings.dispatch_max,
+            target_wait=min(settings.dispatch_interval, settings.lease_seconds / 2))
+        token, ids = lease_due_sessions(db=db, now=now, limit=allowance,
+                                        lease_seconds=settings.lease_seconds)
+        note_tick(state, reading=reading, messages_sent=-(-len(ids) // size))
         due, oldest = due_backlog(db=db, now=now)
     metrics.DUE_SESSIONS.set(due)
     metrics.OLDEST_DUE.set((now - oldest).total_seconds() if oldest else 0)
-    size = settings.poll_batch_size
     for start in range(0, len(ids), size):
         enqueue(ids[start : start + size], token)
     return len(ids)
@@ -84,7 +107,7 @@ def give_up_on_sessions_that_kill_their_worker(
         tracked.tracking = Tracking.GAVE_UP
         tracked.finished_at = now
         tracked.next_poll_at = tracked.lease_token = tracked.leased_until = None
-        tracked.last_error = (f"gave up: {tracked.unfinished_polls + 1} polls in a row never "
+        tracked.last_error = (f"gave up: {tracked.unfinished_polls} polls in a row never "
                               "finished (the worker died or hung while polling)")
         log.error("%s: %s", tracked.session_key, tracked.last_error)
         record_events(db=db, tracked=tracked, observed=Observed(ended=Tracking.GAVE_UP),
@@ -100,29 +123,44 @@ def poll_leased_sessions(
     fetch: Fetch,
     targets: Sequence[Target] = (),
     rng: random.Random | None = None,
+    clock: Clock = utcnow,
 ) -> PollReport:
     """Claim a leased batch, ask PAVE about each session, record every outcome.
 
-    The events an outcome calls for go into the outbox in the same transaction.
+    While the account is paused nothing is claimed or asked: the batch goes back, due
+    when the pause ends. The events an outcome calls for go into the outbox in the same
+    transaction that records it.
     """
     rng = rng or random.Random()
     with sessions.begin() as db:
-        claim, claimed = claim_leased_sessions(db=db, ids=ids, lease_token=lease_token)
+        now = clock()
+        paused_until = account_paused_until(db=db, now=now)
+        if paused_until is not None:
+            released = release_paused_batch(db=db, ids=ids, lease_token=lease_token,
+                                            until=paused_until)
+            return PollReport(claimed=0, recorded=0, changes=0, released=released)
+        claim, claimed = claim_leased_sessions(db=db, ids=ids, lease_token=lease_token,
+                                               now=now, lease_seconds=settings.lease_seconds)
     if not claimed:
         return PollReport(claimed=0, recorded=0, changes=0)
 
     outcomes = fetch([key for _, key in claimed])
 
-    changes = deliveries = 0
+    changes = deliveries = released = 0
     with sessions.begin() as db:
         tracked_sessions = load_claimed_sessions(
             db=db, ids=[row_id for row_id, _ in claimed], claim=claim
         )
-        now = utcnow()
-        paused_until = pause_for_account_errors(db=db, outcomes=outcomes.values(), now=now,
-                                                settings=settings)
+        now = clock()
+        paused_until = pause_for_account_errors(
+            db=db, outcomes=outcomes.values(), now=now, settings=settings)
         for tracked in tracked_sessions:
             outcome = outcomes[tracked.session_key]
+            if isinstance(outcome, NotAsked):
+                release_unasked_session(tracked, due_at=_after_pause(
+                    paused_until or account_paused_until(db=db, now=now), now, settings, rng))
+                released += 1
+                continue
             observed = apply_observation(db=db, tracked=tracked, outcome=outcome, now=now,
                                          settings=settings, rng=rng,
                                          account_paused_until=paused_until)
@@ -133,8 +171,17 @@ def poll_leased_sessions(
                 db=db, tracked=tracked, observed=observed, targets=targets, now=now,
                 results=outcome.results if isinstance(outcome, SessionSnapshot) else None,
             )
-    return PollReport(claimed=len(claimed), recorded=len(tracked_sessions), changes=changes,
-                      deliveries=deliveries)
+    return PollReport(claimed=len(claimed), recorded=len(tracked_sessions) - released,
+                      changes=changes, deliveries=deliveries, released=released)
+
+
+def _after_pause(paused_until: dt.datetime | None, now: dt.datetime, settings: Settings,
+                 rng: random.Random) -> dt.datetime:
+    """When a session given back unasked falls due: when the pause ends (spread a little,
+    so the sessions of one pause do not all come back at once), or at the next tick."""
+    if paused_until is None:
+        return now
+    return paused_until + dt.timedelta(seconds=rng.uniform(0, JITTER * settings.poll_interval))
 
 
 def pause_for_account_errors(
@@ -145,15 +192,15 @@ def pause_for_account_errors(
                       and is_account_error(outcome)]
     if not account_errors:
         return None
+    seconds = pause_seconds(account_errors, auth_pause=settings.auth_pause,
+                            rate_limit_pause=settings.rate_limit_pause)
     if any(isinstance(error, PaveAuthError) for error in account_errors):
         log.error("PAVE refused the credentials: polling paused for %.0f s for the whole "
                   "account. Check PAVE_API_KEY and PAVE_USERNAME/PAVE_API_SECRET or "
-                  "PAVE_API_TOKEN (`pave-tracker check`).", settings.auth_pause)
-        return pause_account(db=db, until=now + dt.timedelta(seconds=settings.auth_pause),
-                             reason="PAVE refused the credentials")
-    waits = [error.retry_after for error in account_errors
-             if isinstance(error, PaveRateLimited) and error.retry_after is not None]
-    pause = max(waits) if waits else settings.rate_limit_pause
-    log.warning("PAVE answered 429: polling paused for %.1f s for the whole account", pause)
-    return pause_account(db=db, until=now + dt.timedelta(seconds=pause),
-                         reason="PAVE asked to slow down (429)")
+                  "PAVE_API_TOKEN (`pave-tracker check`).", seconds)
+        reason = "PAVE refused the credentials"
+    else:
+        log.warning("PAVE answered 429: polling paused for %.1f s for the whole account",
+                    seconds)
+        reason = "PAVE asked to slow down (429)"
+    return pause_account(db=db, until=now + dt.timedelta(seconds=seconds), reason=reason)

@@ -83,11 +83,17 @@ def track_sessions(
 
 
 def untrack_sessions(*, db: Session, keys: Sequence[str], now: dt.datetime) -> int:
-    """Stop polling these keys; every key must be tracked. Returns how many were active."""
+    """Stop polling these keys; every key must be tracked. Returns how many were active.
+
+    The rows are locked as they are read: a poll recording `done` meanwhile is waited
+    for and seen, never overwritten with `stopped`.
+    """
     found = {
         tracked.session_key: tracked
         for tracked in db.scalars(
             select(TrackedSession).where(TrackedSession.session_key.in_(list(keys)))
+            .order_by(TrackedSession.id)  # one lock order for every caller: no deadlock
+            .with_for_update()
         )
     }
     missing = [key for key in dict.fromkeys(keys) if key not in found]
@@ -161,3 +167,7 @@ def _restart(tracked: TrackedSession, now: dt.datetime) -> None:
     tracked.next_poll_at = now
     tracked.not_found_since = None
     tracked.consecutive_errors = 0
+    # A fresh start: nothing of the old tracking's leases or dead polls counts against it.
+    tracked.unfinished_polls = 0
+    tracked.lease_token = None
+    tracked.leased_until = None

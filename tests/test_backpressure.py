@@ -1,0 +1,83 @@
+"""Backpressure: a tick leases no more than the workers take from the broker's queue."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session, sessionmaker
+
+from tests.conftest import make_settings
+from tests.helpers import Clock, add_session
+from worker.models import DispatchState
+from worker.tracking.backpressure import QueueReading, lease_allowance
+from worker.tracking.polling import dispatch_due_polls
+
+T0 = dt.datetime(2026, 11, 30, 12, 0, tzinfo=dt.UTC)
+
+
+def allowance(waiting: int | None, *, after: int | None = 10, elapsed: float = 5.0,
+              target_wait: float = 5.0) -> int:
+    previous = DispatchState(id=1, queue_after_tick=after,
+                             ticked_at=T0 if after is not None else None)
+    return lease_allowance(reading=QueueReading(waiting, T0 + dt.timedelta(seconds=elapsed)),
+                           previous=previous, batch_size=100, dispatch_max=10_000,
+                           target_wait=target_wait)
+
+
+def test_no_reading_to_go_by_leases_up_to_dispatch_max() -> None:
+    assert allowance(None) == 10_000  # the broker cannot tell
+    assert allowance(50, after=None) == 10_000  # the first tick
+    assert allowance(50, after=0) == 10_000  # nothing was offered last time
+
+
+def test_a_queue_the_workers_keep_up_with_is_topped_up() -> None:
+    # 10 messages after the last tick, 5 s ago; 5 left: they take 1 a second, so the
+    # queue may hold 5 (what they take in the 5 s target wait): room for none more.
+    assert allowance(5) == 0
+    # 2 left: they took 8 in 5 s (1.6/s): 8 may wait, 6 more fit.
+    assert allowance(2) == 600
+
+
+def test_a_backlog_gets_nothing_more() -> None:
+    assert allowance(10) == 0  # they took nothing: dead or stuck workers
+    assert allowance(40) == 0  # others (a second beat, deliveries) added to it
+
+
+def test_an_emptied_queue_is_offered_twice_as_much() -> None:
+    assert allowance(0, after=10) == 2_000
+    assert allowance(0, after=80) == 10_000  # never more than DISPATCH_MAX
+
+
+def test_dispatch_leases_what_the_workers_take(
+    database_url: str, sessions: sessionmaker[Session]
+) -> None:
+    """Workers that take 10 messages a tick, 3,000 sessions due: the queue stays within
+    two ticks' worth, and the workers always have something to take."""
+    settings = make_settings(database_url, poll_batch_size=10, dispatch_interval=5,
+                             dispatch_max=300)
+    clock = Clock()
+    with sessions.begin() as db:
+        for number in range(3000):
+            add_session(db, f"KEY-{number:04d}", next_poll_at=clock.now)
+    queue: list[list[int]] = []
+
+    def tick() -> int:
+        return dispatch_due_polls(sessions=sessions, settings=settings, clock=clock,
+                                  enqueue=lambda ids, token: queue.append(ids),
+                                  waiting=lambda: len(queue))
+
+    assert tick() == 300  # the first tick has nothing to go by: DISPATCH_MAX
+    after_each_tick, taken = [], 0
+    for _ in range(12):
+        assert queue, f"the workers found nothing to take: {after_each_tick}"
+        taken += len(queue[:10])
+        del queue[:10]  # the workers take 10 messages (100 sessions) in a tick
+        clock.advance(5)
+        tick()
+        after_each_tick.append(len(queue))
+    assert max(after_each_tick) <= 20, after_each_tick
+    assert taken == 120
+    with sessions() as db:
+        state = db.scalars(select(DispatchState)).one()
+    assert state.queue_after_tick == len(queue) and state.ticked_at == clock.now
