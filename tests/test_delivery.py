@@ -3,9 +3,12 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 import ssl
 import sys
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,8 @@ from tests.receivers import (
     smtp_server,
 )
 from tests.test_outbox import complete
-from worker.delivery.draining import drain_outbox
+from worker.db import utcnow
+from worker.delivery.draining import DrainReport, drain_outbox
 from worker.delivery.targets import CrmTarget, EmailTarget, HookTarget, Target, WebhookTarget
 from worker.models import Delivery, DeliveryAttempt, DeliveryState
 from worker.pave.simulator import serving
@@ -38,6 +42,14 @@ def record_hook(event: dict[str, Any]) -> None:
 
 def failing_hook(event: dict[str, Any]) -> None:
     raise RuntimeError("the DMS is down")
+
+
+RELEASE_HUNG_HOOKS = threading.Event()
+
+
+def hanging_hook(event: dict[str, Any]) -> None:
+    # Bounded all the same, so that a hook run without a timeout fails the test, not hangs it.
+    RELEASE_HUNG_HOOKS.wait(timeout=30)
 
 
 def drain(sessions: sessionmaker[Session], targets: list[Target], **settings: Any) -> None:
@@ -201,6 +213,64 @@ def test_python_hooks(sessions: sessionmaker[Session], tmp_path: Path,
         errors = {d.target: d.last_error for d in db.scalars(select(Delivery))}
     assert errors["broken"] == "hook raised RuntimeError: the DMS is down"
     assert errors["missing"] is not None and "cannot load" in errors["missing"]
+
+
+@pytest.fixture
+def hung_hooks() -> Iterator[None]:
+    RELEASE_HUNG_HOOKS.clear()
+    yield
+    RELEASE_HUNG_HOOKS.set()
+
+
+def test_a_hook_that_never_returns_fails_at_its_timeout(
+    sessions: sessionmaker[Session], hung_hooks: None
+) -> None:
+    HOOK_CALLS.clear()
+    targets: list[Target] = [
+        HookTarget(name="hangs", callable="tests.test_delivery:hanging_hook", timeout=0.5),
+        HookTarget(name="records", callable="tests.test_delivery:record_hook"),
+    ]
+    complete(sessions, targets)
+    started = time.monotonic()
+    drain(sessions, targets)
+    assert time.monotonic() - started < 5
+    assert len(HOOK_CALLS) == 1  # the same drain delivered the other one
+    assert states(sessions) == [("hangs", DeliveryState.RETRYING, 1),
+                                ("records", DeliveryState.DELIVERED, 1)]
+    with sessions() as db:
+        hung = db.scalars(select(Delivery).where(Delivery.target == "hangs")).one()
+    assert hung.last_error == "hook did not return within 0.5 s"
+    assert hung.next_attempt_at is not None  # retried on the schedule like any failure
+
+
+def test_every_now_in_a_drain_comes_from_its_clock(
+    sessions: sessionmaker[Session], receiver: tuple[WebhookReceiver, str]
+) -> None:
+    hook, url = receiver
+    hook.fail_first = 1
+    target = webhook(url)
+    complete(sessions, [target])
+    settings = make_settings("sqlite://", delivery_retry_schedule="60")
+    t0 = utcnow()
+
+    def drain_at(moment: dt.datetime | None = None) -> DrainReport:
+        if moment is None:
+            return drain_outbox(sessions=sessions, settings=settings, targets=[target])
+        return drain_outbox(sessions=sessions, settings=settings, targets=[target],
+                            clock=lambda: moment)
+
+    assert drain_at(t0).failed == 1
+    assert drain_at().leased == 0  # the retry is a minute away by the real clock
+    assert drain_at(t0 + dt.timedelta(seconds=70)).delivered == 1
+
+    assert hook.rejected == []
+    assert [int(r.headers["webhook-timestamp"]) for r in hook.received] == [
+        int(t0.timestamp()), int(t0.timestamp()) + 70]
+    with sessions() as db:
+        delivery = db.scalars(select(Delivery)).one()
+        attempts = list(db.scalars(select(DeliveryAttempt).order_by(DeliveryAttempt.id)))
+    assert [a.attempted_at for a in attempts] == [t0, t0 + dt.timedelta(seconds=70)]
+    assert delivery.delivered_at == t0 + dt.timedelta(seconds=70)
 
 
 def email_target(port: int, scheme: str = "smtp", credentials: str = "", **extra: Any

@@ -100,7 +100,7 @@ def lease(sessions: sessionmaker[Session], now: dt.datetime | None = None,
           limit: int = 10) -> tuple[str, list[str]]:
     with sessions.begin() as db:
         token, leased = lease_due_deliveries(db=db, now=now or utcnow(), limit=limit,
-                                             lease_seconds=30)
+                                             lease_seconds=30, max_unfinished_attempts=5)
     return token, [delivery.id for delivery in leased]
 
 

@@ -141,3 +141,57 @@ def test_bad_environment_shortcuts() -> None:
         make_settings("sqlite://", smtp_url="smtp://mail.example")
     with pytest.raises(Exception, match="seconds"):
         make_settings("sqlite://", delivery_retry_schedule="5,-1")
+
+
+@pytest.mark.parametrize(
+    "kind, entry",
+    [
+        ("webhook", f"url = 'https://dms.example/hook?token=t0ken'\nsecrets = ['{SECRET}']"),
+        ("email", "smtp_url = 'smtp://desk:pa55word@mail.example'\nfrom = 'desk@x.example'"),
+        ("crm", "url = 'https://crm.example/api'\nbody_template = '{}'"),
+        ("hook", "callable = 'x:y'"),
+    ],
+)
+@pytest.mark.parametrize("timeout", [90, 60])
+def test_a_timeout_not_shorter_than_the_lease_is_refused(
+    scratch: Path, kind: str, entry: str, timeout: int
+) -> None:
+    """Still waiting when the lease runs out, the attempt would run twice at once."""
+    (scratch / "pave-tracker.toml").write_text(
+        f"[[{kind}]]\nname = 'slow'\ntimeout = {timeout}\n{entry}\n")
+    with pytest.raises(SettingsError) as caught:
+        load_targets(make_settings("sqlite://", lease_seconds=60))
+    message = str(caught.value)
+    assert message.startswith(f"bad setting PAVE_TRACKER_CONFIG ({Path('pave-tracker.toml')}) "
+                              f"[[{kind}]] #1: target 'slow': timeout {timeout} s must be "
+                              "shorter than LEASE_SECONDS (60 s)")
+    for secret in (SECRET, "t0ken", "pa55word"):
+        assert secret not in message
+
+
+def test_a_timeout_shorter_than_the_lease_is_kept(scratch: Path) -> None:
+    (scratch / "pave-tracker.toml").write_text(
+        "[[hook]]\nname = 'quick'\ncallable = 'x:y'\ntimeout = 59.5\n")
+    (hook,) = load_targets(make_settings("sqlite://", lease_seconds=60))
+    assert hook.timeout == 59.5
+
+
+def test_default_timeouts_fit_in_the_lease(scratch: Path) -> None:
+    """The shortcuts set no timeout: a short LEASE_SECONDS must not make them unusable."""
+    (scratch / "pave-tracker.toml").write_text(
+        f"[[hook]]\nname = 'hook'\ncallable = 'x:y'\n"
+        f"[[crm]]\nname = 'crm'\nurl = 'https://crm.example/api'\nbody_template = '{{}}'\n"
+        f"[[webhook]]\nname = 'dms'\nurl = 'https://dms.example/hook'\nsecrets = ['{SECRET}']"
+        "\ntimeout = 2\n")
+    shortcuts = {"webhook_url": "https://dms.example/hook", "webhook_secret": SECRET,
+                 "smtp_url": "smtp://mail.example", "email_from": "desk@dealer.example"}
+
+    def timeouts(**settings: float) -> dict[str, float]:
+        loaded = load_targets(make_settings("sqlite://", **shortcuts, **settings))
+        return {target.name: target.timeout for target in loaded}
+
+    assert timeouts() == {"webhook": 15, "email": 30, "hook": 15, "crm": 15, "dms": 2}
+    assert timeouts(lease_seconds=40, pave_timeout=5) == {
+        "webhook": 15, "email": 20, "hook": 15, "crm": 15, "dms": 2}
+    assert timeouts(lease_seconds=3, pave_timeout=1) == {
+        "webhook": 1.5, "email": 1.5, "hook": 1.5, "crm": 1.5, "dms": 2}

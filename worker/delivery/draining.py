@@ -1,7 +1,8 @@
 """Delivery work: lease due deliveries, attempt them side by side, record every attempt.
 
 A plain function; `worker.tasks` runs it on every beat tick that finds deliveries due
-and right after a poll commits new ones.
+and right after a poll commits new ones. Every "now" in it comes from `clock`, so tests
+move time on instead of sleeping.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import datetime as dt
 import json
 import logging
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
@@ -24,7 +25,12 @@ from worker.delivery.attempts import AttemptResult
 from worker.delivery.crm import send_crm
 from worker.delivery.email import send_email
 from worker.delivery.hooks import call_hook
-from worker.delivery.outbox import LeasedDelivery, lease_due_deliveries, record_attempt
+from worker.delivery.outbox import (
+    LeasedDelivery,
+    give_up_on_deliveries_that_kill_their_worker,
+    lease_due_deliveries,
+    record_attempt,
+)
 from worker.delivery.targets import CrmTarget, EmailTarget, HookTarget, Target, WebhookTarget
 from worker.delivery.webhook import send_webhook
 from worker.models import DeliveryState
@@ -37,6 +43,8 @@ class DrainReport:
     leased: int
     delivered: int
     failed: int
+    # Ended without an attempt: past MAX_UNFINISHED_ATTEMPTS leases that never finished.
+    gave_up: int = 0
 
 
 def attempt_delivery(
@@ -65,26 +73,34 @@ def drain_outbox(
     settings: Settings,
     targets: Sequence[Target],
     rng: random.Random | None = None,
+    clock: Callable[[], dt.datetime] = utcnow,
 ) -> DrainReport:
     rng = rng or random.Random()
     with sessions.begin() as db:
+        now = clock()
+        ended = give_up_on_deliveries_that_kill_their_worker(
+            db=db, now=now, max_unfinished_attempts=settings.max_unfinished_attempts,
+        )
+        for dead in ended:
+            log.error("delivery %s to %s: %s", dead.id, dead.target, dead.last_error)
         token, leased = lease_due_deliveries(
-            db=db, now=utcnow(), limit=settings.delivery_batch_size,
+            db=db, now=now, limit=settings.delivery_batch_size,
             lease_seconds=settings.lease_seconds,
+            max_unfinished_attempts=settings.max_unfinished_attempts,
         )
     if not leased:
-        return DrainReport(leased=0, delivered=0, failed=0)
+        return DrainReport(leased=0, delivered=0, failed=0, gave_up=len(ended))
 
     by_name = {target.name: target for target in targets}
     with httpx.Client(follow_redirects=False) as client, \
             ThreadPoolExecutor(max_workers=len(leased)) as pool:
         results = list(pool.map(
-            lambda delivery: attempt_delivery(client, by_name, delivery, utcnow()), leased
+            lambda delivery: attempt_delivery(client, by_name, delivery, clock()), leased
         ))
 
     delivered = failed = 0
     with sessions.begin() as db:
-        now = utcnow()
+        now = clock()
         for delivery, result in zip(leased, results, strict=True):
             recorded = record_attempt(db=db, delivery_id=delivery.id, lease_token=token,
                                       result=result, now=now,
@@ -98,7 +114,8 @@ def drain_outbox(
                                       "delivered" if result.delivered else "failed").inc()
             delivered += result.delivered
             failed += not result.delivered
-    return DrainReport(leased=len(leased), delivered=delivered, failed=failed)
+    return DrainReport(leased=len(leased), delivered=delivered, failed=failed,
+                       gave_up=len(ended))
 
 
 def _log_attempt(delivery: LeasedDelivery, result: AttemptResult, state: DeliveryState) -> None:

@@ -1,13 +1,15 @@
 """Python hooks: `package.module:function`, or an entry point in `pave_tracker.hooks`.
 
 The hook is called with the event document and its delivery id under `"id"`; returning
-is success, raising is a failure retried on the schedule like any other.
+within the target's `timeout` is success. Raising, or running past the timeout, is a
+failure retried on the schedule like any other, under the same id.
 """
 
 from __future__ import annotations
 
 import importlib
 import json
+import threading
 import time
 from collections.abc import Callable
 from importlib.metadata import entry_points
@@ -44,14 +46,33 @@ def resolve_hook(target: HookTarget) -> Hook:
 
 def call_hook(target: HookTarget, *, delivery_id: str, body: str) -> AttemptResult:
     started = time.perf_counter()
-    try:
-        hook = resolve_hook(target)
-    except HookNotFound as exc:
-        return AttemptResult(delivered=False, error=str(exc), duration_ms=elapsed_ms(started))
-    try:
-        hook({"id": delivery_id, **json.loads(body)})
-    except Exception as exc:  # the hook is user code: any failure is a failed attempt
-        return AttemptResult(delivered=False, duration_ms=elapsed_ms(started),
-                             error=f"hook raised {type(exc).__name__}: {exc}"[:300])
-    return AttemptResult(delivered=True, duration_ms=elapsed_ms(started))
+    event = {"id": delivery_id, **json.loads(body)}
+    outcome: list[BaseException | None] = []
 
+    def run() -> None:
+        try:
+            resolve_hook(target)(event)
+        except BaseException as exc:  # user code: anything it raises is a failed attempt
+            outcome.append(exc)
+        else:
+            outcome.append(None)
+
+    # A Python thread cannot be killed. A hook still running at its timeout is left to
+    # finish on this daemon thread, which never keeps the process from exiting; what it
+    # does then is not recorded, and the delivery is attempted again (same id) on the
+    # schedule. A hook that always hangs costs one idle thread per attempt, and the
+    # schedule bounds the attempts.
+    thread = threading.Thread(target=run, name=f"hook {target.name} {delivery_id}",
+                              daemon=True)
+    thread.start()
+    thread.join(target.timeout)
+    if thread.is_alive():
+        return AttemptResult(delivered=False, duration_ms=elapsed_ms(started),
+                             error=f"hook did not return within {target.timeout:g} s")
+    (error,) = outcome
+    if isinstance(error, HookNotFound):
+        return AttemptResult(delivered=False, duration_ms=elapsed_ms(started), error=str(error))
+    if error is not None:
+        return AttemptResult(delivered=False, duration_ms=elapsed_ms(started),
+                             error=f"hook raised {type(error).__name__}: {error}"[:300])
+    return AttemptResult(delivered=True, duration_ms=elapsed_ms(started))

@@ -5,6 +5,12 @@ constraints, so a poll recorded twice can never make a second event. Deliveries 
 leased like sessions (a token, and `next_attempt_at` moved to the lease's expiry), so a
 worker killed mid-delivery leaves the delivery to be attempted again once the lease
 runs out, under the same id.
+
+Each lease counts in `unfinished_attempts` and each recorded attempt clears it, so the
+count is how many attempts in a row never finished. A delivery that kills or hangs its
+worker every time would otherwise be leased again at every expiry forever: past
+MAX_UNFINISHED_ATTEMPTS it is no longer leased but ends `dead`, as a session's polls end
+`gave_up` past MAX_UNFINISHED_POLLS (`worker.tracking.leasing`).
 """
 
 from __future__ import annotations
@@ -104,14 +110,20 @@ class LeasedDelivery:
 
 
 def lease_due_deliveries(
-    *, db: Session, now: dt.datetime, limit: int, lease_seconds: float
+    *, db: Session, now: dt.datetime, limit: int, lease_seconds: float,
+    max_unfinished_attempts: int,
 ) -> tuple[str, list[LeasedDelivery]]:
-    """Lease up to `limit` deliveries due now, oldest first (SKIP LOCKED on PostgreSQL)."""
+    """Lease up to `limit` deliveries due now, oldest first (SKIP LOCKED on PostgreSQL).
+
+    One whose last leases all ran out unrecorded, more than `max_unfinished_attempts` in
+    a row, is left out: `give_up_on_deliveries_that_kill_their_worker` ends it instead.
+    """
     token = new_token()
     expires = now + dt.timedelta(seconds=lease_seconds)
     due = (
         select(Delivery.id)
-        .where(IS_DUE, Delivery.next_attempt_at <= now)
+        .where(IS_DUE, Delivery.next_attempt_at <= now,
+               Delivery.unfinished_attempts <= max_unfinished_attempts)
         .order_by(Delivery.next_attempt_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -119,7 +131,8 @@ def lease_due_deliveries(
     ids = list(db.scalars(
         update(Delivery)
         .where(Delivery.id.in_(due.scalar_subquery()))
-        .values(lease_token=token, leased_until=expires, next_attempt_at=expires)
+        .values(lease_token=token, leased_until=expires, next_attempt_at=expires,
+                unfinished_attempts=Delivery.unfinished_attempts + 1)
         .returning(Delivery.id)
         .execution_options(synchronize_session=False)
     ))
@@ -132,6 +145,29 @@ def lease_due_deliveries(
         .order_by(Delivery.created_at)
     )
     return token, [LeasedDelivery(*row) for row in rows]
+
+
+def give_up_on_deliveries_that_kill_their_worker(
+    *, db: Session, now: dt.datetime, max_unfinished_attempts: int
+) -> list[Delivery]:
+    """End, `dead`, the due deliveries leased more than `max_unfinished_attempts` times in
+    a row with no attempt recorded (OOM, a crash, a hang); returns them.
+
+    Run it before `lease_due_deliveries`, in the same transaction.
+    """
+    ended = list(db.scalars(
+        select(Delivery)
+        .where(IS_DUE, Delivery.next_attempt_at <= now,
+               Delivery.unfinished_attempts > max_unfinished_attempts)
+        .with_for_update(skip_locked=True)
+    ))
+    for delivery in ended:
+        delivery.state = DeliveryState.DEAD
+        delivery.next_attempt_at = delivery.lease_token = delivery.leased_until = None
+        delivery.last_status_code = None
+        delivery.last_error = (f"{delivery.unfinished_attempts} attempts in a row never "
+                               "finished (the worker died or hung while delivering)")
+    return ended
 
 
 def has_due_deliveries(*, db: Session, now: dt.datetime) -> bool:
@@ -162,6 +198,7 @@ def record_attempt(
                            duration_ms=result.duration_ms, status_code=result.status_code,
                            error=result.error))
     delivery.attempts += 1
+    delivery.unfinished_attempts = 0
     delivery.lease_token = None
     delivery.leased_until = None
     delivery.last_status_code = result.status_code
@@ -201,6 +238,7 @@ def replay_deliveries(
     for delivery in db.scalars(query.with_for_update()):
         delivery.state = DeliveryState.PENDING
         delivery.failures = 0
+        delivery.unfinished_attempts = 0
         delivery.next_attempt_at = now
         delivery.lease_token = None
         delivery.leased_until = None

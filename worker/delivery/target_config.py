@@ -1,4 +1,10 @@
-"""Building the callback targets: the environment shortcuts, then `pave-tracker.toml`."""
+"""Building the callback targets: the environment shortcuts, then `pave-tracker.toml`.
+
+An attempt must end before its lease does, or another worker leases the delivery and
+attempts it again meanwhile. So a target's `timeout` set by hand must be shorter than
+LEASE_SECONDS (the rule PAVE_TIMEOUT follows), and a kind's default is cut to half of
+LEASE_SECONDS: the shortcuts keep working with a short lease.
+"""
 
 from __future__ import annotations
 
@@ -19,7 +25,7 @@ from worker.errors import SettingsError
 TargetModel = TypeVar("TargetModel", bound=BaseModel)
 
 DEFAULT_CONFIG_FILE = "pave-tracker.toml"
-TARGET_KINDS: dict[str, type[BaseModel]] = {
+TARGET_KINDS: dict[str, type[Target]] = {
     "webhook": WebhookTarget, "email": EmailTarget, "crm": CrmTarget, "hook": HookTarget,
 }
 # TOML keys that name the key the target model uses.
@@ -31,15 +37,15 @@ def load_targets(settings: Settings) -> list[Target]:
     targets: list[Target] = []
     if settings.webhook_url and settings.webhook_secret:
         secrets = settings.webhook_secret.get_secret_value().replace(",", " ").split()
-        targets.append(_build("WEBHOOK_URL", WebhookTarget, {
+        targets.append(_build_target("WEBHOOK_URL", WebhookTarget, {
             "name": "webhook", "url": settings.webhook_url, "secrets": secrets,
             "events": settings.webhook_events,
-        }))
+        }, lease_seconds=settings.lease_seconds))
     if settings.smtp_url and settings.email_from:
-        targets.append(_build("SMTP_URL", EmailTarget, {
+        targets.append(_build_target("SMTP_URL", EmailTarget, {
             "name": "email", "smtp_url": settings.smtp_url, "sender": settings.email_from,
             "default_to": settings.email_to, "events": settings.email_events,
-        }))
+        }, lease_seconds=settings.lease_seconds))
     targets += _targets_from_file(settings)
     names = [target.name for target in targets]
     duplicates = sorted({name for name in names if names.count(name) > 1})
@@ -75,7 +81,8 @@ def _targets_from_file(settings: Settings) -> list[Target]:
             if not isinstance(entry, dict):
                 raise SettingsError(f"bad setting {label}: not a table")
             values = _resolve_references(entry, label, path.parent, environment)
-            targets.append(_build(label, model, values))  # type: ignore[arg-type]
+            targets.append(_build_target(label, model, values,
+                                         lease_seconds=settings.lease_seconds))
     return targets
 
 
@@ -114,6 +121,20 @@ def _build(label: str, model: type[TargetModel], values: dict[str, Any]) -> Targ
         field = ".".join(str(part) for part in first["loc"])
         message = first["msg"].removeprefix("Value error, ")
         raise SettingsError(f"bad setting {label}: {field}: {message}") from None
+
+
+def _build_target(label: str, model: type[Target], values: dict[str, Any], *,
+                  lease_seconds: float) -> Target:
+    """The target, with a timeout its attempts can keep within their lease."""
+    target = _build(label, model, values)
+    if "timeout" not in target.model_fields_set:
+        return target.model_copy(update={"timeout": min(target.timeout, lease_seconds / 2)})
+    if target.timeout >= lease_seconds:
+        raise SettingsError(
+            f"bad setting {label}: target {target.name!r}: timeout {target.timeout:g} s "
+            f"must be shorter than LEASE_SECONDS ({lease_seconds:g} s), or another worker "
+            "attempts the delivery again while this one is still waiting")
+    return target
 
 
 @lru_cache(maxsize=1)

@@ -3,6 +3,11 @@
 Four kinds, each with a unique `name` and the list of events it subscribes to:
 webhook (Standard Webhooks signed POST), email (SMTP), crm (a POST whose JSON body is
 the user's template) and hook (a Python callable).
+
+Every kind has a `timeout`, in seconds. The defaults below are cut to LEASE_SECONDS / 2
+when the targets are loaded, and a timeout set by hand must be shorter than
+LEASE_SECONDS: an attempt still running when its lease runs out would be attempted again
+by another worker meanwhile (see `worker.delivery.target_config`).
 """
 
 from __future__ import annotations
@@ -83,6 +88,8 @@ class HookTarget(_Target):
     # "package.module:function", or the name of an entry point in HOOK_ENTRY_POINT_GROUP.
     callable: str | None = None
     entry_point: str | None = None
+    # How long the hook may run before the attempt counts as failed (`worker.delivery.hooks`).
+    timeout: PositiveFloat = 15.0
 
 
 HOOK_ENTRY_POINT_GROUP = "pave_tracker.hooks"
