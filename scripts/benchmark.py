@@ -299,12 +299,18 @@ def naive_throughput(args: argparse.Namespace, pave_url: str, folder: Path) -> f
 
 def tick_cost(args: argparse.Namespace, pave_url: str) -> tuple[float, float]:
     """(first, median of the rest) milliseconds for `dispatch_due_polls` leasing DUE of
-    TRACKED, sending its poll messages to Redis."""
+    TRACKED, sending its poll messages to Redis.
+
+    Each tick reads the broker's queue as a real one does, and finds the workers took
+    everything the last tick left there at once (a measured pace that lets it lease all
+    of DUE): what is measured is leasing and sending at full size, not backpressure.
+    """
     load_sessions(args.database_url, total=args.tracked, due=args.due, status="STARTED")
     os.environ.update(tracker_env(args, pave_url, DISPATCH_MAX=str(args.due)))
     from worker.celery_app import send_poll, waiting_messages
     from worker.config import get_settings
-    from worker.db import session_factory
+    from worker.db import session_factory, utcnow
+    from worker.models import DispatchState
     from worker.tracking.polling import dispatch_due_polls
 
     settings = get_settings()
@@ -319,6 +325,11 @@ def tick_cost(args: argparse.Namespace, pave_url: str) -> tuple[float, float]:
             # The reset's dead rows are the benchmark's, not the tick's: cleared, as
             # autovacuum clears a working table's.
             db.execute("VACUUM tracked_sessions")
+        with sessions.begin() as db:  # the last tick left DUE waiting, a tick ago
+            state = db.get(DispatchState, 1) or DispatchState(id=1)
+            state.queue_after_tick = -(-args.due // settings.poll_batch_size)
+            state.ticked_at = utcnow() - dt.timedelta(seconds=settings.dispatch_interval)
+            db.merge(state)
         broker.flushdb()
         started = time.perf_counter()
         leased = dispatch_due_polls(sessions=sessions, settings=settings,

@@ -52,3 +52,23 @@ def test_the_check_sees_an_import_inside_a_function(tmp_path: Path) -> None:
     module = tmp_path / "m.py"
     module.write_text("def f():\n    from worker.tracking.polling import x\n")
     assert "worker.tracking.polling" in imported_modules(module)
+
+
+def exception_classes(path: Path) -> list[str]:
+    """Classes defined in `path` whose bases are exceptions (by name)."""
+    found = []
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.ClassDef):
+            bases = [ast.unparse(base) for base in node.bases]
+            if any(base.endswith(("Error", "Exception")) for base in bases):
+                found.append(node.name)
+    return found
+
+
+def test_every_public_exception_lives_in_errors() -> None:
+    """One module draws the tree of what can go wrong (a private exception that never
+    leaves its module may stay there)."""
+    elsewhere = [f"{path.relative_to(WORKER.parent)}: {name}"
+                 for path in sorted(WORKER.rglob("*.py")) if path.name != "errors.py"
+                 for name in exception_classes(path) if not name.startswith("_")]
+    assert elsewhere == []

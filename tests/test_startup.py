@@ -89,3 +89,23 @@ def test_the_tick_publishes_after_its_session_has_ended(
     monkeypatch.setattr(tasks, "waiting_messages", lambda: 0)
     tasks.dispatch_due_polls_task.run()
     assert lock_free_when_published == [True]
+
+
+def test_a_beat_of_its_own_leaves_no_metrics_folder(tmp_path: Path) -> None:
+    """A lone beat imports the task modules (so it makes the folder) but serves nothing."""
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    celery = str(Path(sys.executable).with_name("celery"))
+    beat = subprocess.Popen([celery, "-A", "worker.celery_app", "beat", "--loglevel", "INFO"],
+                            cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            env={"PATH": "/usr/bin:/bin", "TMPDIR": str(scratch),
+                                 "METRICS_PORT": "9999", "DISPATCH_INTERVAL": "0.5"})
+    try:
+        assert beat.stdout is not None
+        for line in beat.stdout:  # the first tick sent: the beat is well under way
+            if b"Scheduler: Sending due task" in line:
+                break
+        assert list(scratch.glob("pave-tracker-metrics-*")) == []
+    finally:
+        beat.terminate()
+        beat.wait(timeout=30)

@@ -7,10 +7,12 @@ https://docs.celeryq.dev/en/stable/userguide/configuration.html for the full lis
 from __future__ import annotations
 
 import shutil
+import threading
 from typing import Any
 
 from celery import Celery
 from celery.signals import (
+    beat_init,
     import_modules,
     setup_logging,
     worker_init,
@@ -98,8 +100,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
             "dispatch-due-polls": {
                 "task": DISPATCH_TASK,
                 "schedule": settings.dispatch_interval,
-                # A tick that waited past the next one is useless: the next one leases.
-                "options": {"expires": max(settings.dispatch_interval * 2, 1.0)},
+                # A tick's message waits in the queue behind poll messages, about one
+                # tick's worth (backpressure keeps it so); one that waited much longer
+                # is useless: a later one leases.
+                "options": {"expires": max(settings.dispatch_interval * 4, 1.0)},
             },
         },
         "worker_hijack_root_logger": False,
@@ -157,6 +161,7 @@ def waiting_messages() -> int:
 
 # The metrics folder this worker made, to remove when it stops.
 _metrics: list[MetricsFolder] = []
+_in_a_worker = threading.Event()
 
 
 @import_modules.connect
@@ -168,11 +173,21 @@ def _multiprocess_metrics(**_: Any) -> None:
 
 @worker_init.connect
 def _serve_metrics(**_: Any) -> None:
+    _in_a_worker.set()
     port = get_settings().metrics_port
     if port is not None and _metrics:
         from worker.metrics import serve_metrics
 
         serve_metrics(port, _metrics[0].path)
+
+
+@beat_init.connect
+def _no_metrics_in_a_lone_beat(**_: Any) -> None:
+    """A beat of its own imports the task modules too (so the folder was made) but runs
+    no task and serves no metrics: the folder goes at once. A beat inside a worker
+    (`run`) leaves it to the worker."""
+    if not _in_a_worker.is_set():
+        _remove_metrics_folders()
 
 
 @worker_process_shutdown.connect
@@ -187,6 +202,10 @@ def _forget_child(pid: int | None = None, **_: Any) -> None:
 @worker_shutdown.connect
 def _stop(**_: Any) -> None:
     _close_poll_runtimes()
+    _remove_metrics_folders()
+
+
+def _remove_metrics_folders() -> None:
     for folder in _metrics:
         if folder.made_here:
             shutil.rmtree(folder.path, ignore_errors=True)

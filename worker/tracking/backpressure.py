@@ -1,14 +1,24 @@
 """Backpressure: a beat tick leases no more than the workers start within a short wait.
 
 Leasing more than the workers take makes a backlog in the broker: messages wait past
-their leases, and the tick's own message waits behind them. So each tick reads how many
+their leases (and a later tick hands their sessions out again, so the first message is
+wasted), and the tick's own message waits behind them. So each tick reads how many
 messages wait in the broker's queue, and from the reading the tick before it left
-(`dispatch_state`) works out how fast the workers take them. It tops the queue up to
-what they take in `DISPATCH_INTERVAL` (at most half a lease), so a message waits about
-one tick and is claimed well within its lease. When the queue is empty the workers took
-everything they were given: the next tick offers twice as much (up to DISPATCH_MAX).
-With no reading to go by (the first tick, a broker that cannot tell) a tick leases up
-to DISPATCH_MAX, as it always did.
+(`dispatch_state`) works out how fast the workers take them:
+
+- messages still waiting: the workers are busy; top the queue up to what they take in
+  `DISPATCH_INTERVAL` (at most half a lease), so a message waits about one tick and is
+  claimed well within its lease, and the tick's own message, in the same queue, runs
+  about one tick late, well before it expires;
+- the queue empty: the workers took everything they were given, perhaps faster than it
+  says; offer twice that pace, and never less than `FIRST_OFFER` messages;
+- nothing to go by (the first tick, or the last one offered nothing): `FIRST_OFFER`
+  messages, doubling tick by tick while the workers keep up (TCP's slow start).
+
+DISPATCH_MAX bounds every tick. A broker that cannot tell its queue's length gets
+DISPATCH_MAX every tick, as before. A tick less than half a DISPATCH_INTERVAL after the
+last one leases nothing: ticks that waited in a backlog together run back to back, and
+each would otherwise take the last one's offer for a pace.
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ from worker.db import insert_ignoring_duplicates
 from worker.models import DispatchState
 
 STATE_ID = 1
+FIRST_OFFER = 10  # messages, with nothing to go by: a thousand sessions at the defaults
 
 
 @dataclass(frozen=True)
@@ -34,19 +45,29 @@ class QueueReading:
     at: dt.datetime
 
 
+def too_soon(*, reading: QueueReading, previous: DispatchState, min_gap: float) -> bool:
+    """A tick this close after the last one leases nothing and leaves no reading (so a
+    stream of such ticks cannot push the next real one away for ever)."""
+    return (reading.waiting is not None and previous.ticked_at is not None
+            and (reading.at - previous.ticked_at).total_seconds() < min_gap)
+
+
 def lease_allowance(*, reading: QueueReading, previous: DispatchState | None,
                     batch_size: int, dispatch_max: int, target_wait: float) -> int:
-    """How many sessions this tick may lease."""
+    """How many sessions this tick may lease; `target_wait` is how long a message may wait."""
     waiting = reading.waiting
-    if (waiting is None or previous is None or previous.ticked_at is None
-            or not previous.queue_after_tick):
+    if waiting is None:
         return dispatch_max
-    if waiting == 0:
-        messages = 2.0 * previous.queue_after_tick
+    if previous is None or previous.ticked_at is None or not previous.queue_after_tick:
+        messages = float(FIRST_OFFER)
     else:
         elapsed = max((reading.at - previous.ticked_at).total_seconds(), 1e-3)
         taken_per_second = max(0, previous.queue_after_tick - waiting) / elapsed
-        messages = taken_per_second * target_wait - waiting
+        if waiting == 0:
+            # They may have idled part of the time: what they took is a floor on their pace.
+            messages = max(FIRST_OFFER, 2 * taken_per_second * target_wait)
+        else:
+            messages = taken_per_second * target_wait - waiting
     return max(0, min(dispatch_max, math.floor(messages) * batch_size))
 
 

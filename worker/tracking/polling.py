@@ -22,7 +22,7 @@ from worker.delivery.events import Observed
 from worker.delivery.outbox import record_events
 from worker.delivery.targets import Target
 from worker.errors import PaveAuthError, PaveError
-from worker.models import Tracking
+from worker.models import TrackedSession, Tracking
 from worker.pave.fetching import NotAsked, Outcome
 from worker.pave.gate import is_account_error, pause_seconds
 from worker.pave.payload import SessionSnapshot
@@ -32,6 +32,7 @@ from worker.tracking.backpressure import (
     lease_allowance,
     load_dispatch_state,
     note_tick,
+    too_soon,
 )
 from worker.tracking.leasing import (
     claim_leased_sessions,
@@ -77,6 +78,8 @@ def dispatch_due_polls(
     with sessions.begin() as db:
         now = reading.at
         state = load_dispatch_state(db)
+        if too_soon(reading=reading, previous=state, min_gap=settings.dispatch_interval / 2):
+            return 0  # ticks bunched up behind a backlog: the first of them did the work
         if account_paused_until(db=db, now=now) is not None:
             note_tick(state, reading=reading, messages_sent=0)
             return 0  # PAVE throttled us or refused the credentials: wait for everyone
@@ -133,18 +136,23 @@ def poll_leased_sessions(
     """
     rng = rng or random.Random()
     with sessions.begin() as db:
-        now = clock()
-        paused_until = account_paused_until(db=db, now=now)
+        claimed_at = clock()
+        paused_until = account_paused_until(db=db, now=claimed_at)
         if paused_until is not None:
             released = release_paused_batch(db=db, ids=ids, lease_token=lease_token,
                                             until=paused_until)
             return PollReport(claimed=0, recorded=0, changes=0, released=released)
         claim, claimed = claim_leased_sessions(db=db, ids=ids, lease_token=lease_token,
-                                               now=now, lease_seconds=settings.lease_seconds)
+                                               now=claimed_at,
+                                               lease_seconds=settings.lease_seconds)
     if not claimed:
         return PollReport(claimed=0, recorded=0, changes=0)
 
-    outcomes = fetch([key for _, key in claimed])
+    # In no set order: a batch that runs out of time leaves out whoever came last, and
+    # that must not be the same sessions batch after batch.
+    keys = [key for _, key in claimed]
+    rng.shuffle(keys)
+    outcomes = fetch(keys)
 
     changes = deliveries = released = 0
     with sessions.begin() as db:
@@ -154,11 +162,13 @@ def poll_leased_sessions(
         now = clock()
         paused_until = pause_for_account_errors(
             db=db, outcomes=outcomes.values(), now=now, settings=settings)
+        if paused_until is None and any(isinstance(o, NotAsked) for o in outcomes.values()):
+            paused_until = account_paused_until(db=db, now=now)  # another process's pause
         for tracked in tracked_sessions:
             outcome = outcomes[tracked.session_key]
             if isinstance(outcome, NotAsked):
-                release_unasked_session(tracked, due_at=_after_pause(
-                    paused_until or account_paused_until(db=db, now=now), now, settings, rng))
+                release_unasked_session(
+                    tracked, due_at=_due_again(tracked, paused_until, settings, rng))
                 released += 1
                 continue
             observed = apply_observation(db=db, tracked=tracked, outcome=outcome, now=now,
@@ -175,12 +185,14 @@ def poll_leased_sessions(
                       changes=changes, deliveries=deliveries, released=released)
 
 
-def _after_pause(paused_until: dt.datetime | None, now: dt.datetime, settings: Settings,
-                 rng: random.Random) -> dt.datetime:
+def _due_again(tracked: TrackedSession, paused_until: dt.datetime | None,
+               settings: Settings, rng: random.Random) -> dt.datetime:
     """When a session given back unasked falls due: when the pause ends (spread a little,
-    so the sessions of one pause do not all come back at once), or at the next tick."""
+    so the sessions of one pause do not all come back at once), or as of its last poll
+    (or its tracking), so that it keeps its place in line: leasing moved its due time
+    to the lease's end, and a session that lost its turn must not lose its place too."""
     if paused_until is None:
-        return now
+        return tracked.last_polled_at or tracked.tracked_at
     return paused_until + dt.timedelta(seconds=rng.uniform(0, JITTER * settings.poll_interval))
 
 
