@@ -264,18 +264,22 @@ def main() -> None:
     folder = Path(args.folder).resolve()
     folder.mkdir(parents=True, exist_ok=True)
     results: dict[str, dict[str, Any]] = {}
-    if "auth" in parts:
-        results["auth: PAVE refuses the credentials"] = account_storm(args, folder, "refuse")
-    if "throttle" in parts:
-        results["throttle: PAVE answers 429, Retry-After 10"] = account_storm(
-            args, folder, "throttle")
-    if "backlog" in parts:
-        results["backlog: workers 20x too slow"] = backlog(args, folder)
-    (folder / "results.json").write_text(json.dumps(results, indent=2))
-    for part, figures in results.items():
+
+    def report(part: str, figures: dict[str, Any]) -> None:
+        """Each part as it ends, so that a later part's failure loses nothing."""
+        results[part] = figures
+        (folder / "results.json").write_text(json.dumps(results, indent=2))
         print(f"\n{part}\n\n| measure | value |\n| --- | --- |")
         for measure, value in figures.items():
-            print(f"| {measure} | {value} |")
+            print(f"| {measure} | {value} |", flush=True)
+
+    if "auth" in parts:
+        report("auth: PAVE refuses the credentials", account_storm(args, folder, "refuse"))
+    if "throttle" in parts:
+        report(f"throttle: PAVE answers 429, Retry-After {args.retry_after}",
+               account_storm(args, folder, "throttle"))
+    if "backlog" in parts:
+        report("backlog: workers 20x too slow", backlog(args, folder))
 
 
 if __name__ == "__main__":

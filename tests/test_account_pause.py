@@ -17,7 +17,7 @@ from tests.helpers import Clock, add_session
 from worker.config import Settings
 from worker.errors import PaveAuthError, PaveRateLimited
 from worker.models import PaveAccount, TrackedSession
-from worker.pave.fetching import PAUSED, Outcome
+from worker.pave.fetching import NotAsked, Outcome
 from worker.pave.payload import SessionSnapshot
 from worker.tracking.account import account_paused_until, pause_account
 from worker.tracking.polling import dispatch_due_polls, poll_leased_sessions
@@ -142,7 +142,8 @@ def test_keys_a_batch_did_not_ask_are_released_not_errored(
             add_session(db, key, next_poll_at=clock.now, status="STARTED",
                         consecutive_errors=1)
     refused = PaveAuthError("PAVE refused the credentials (HTTP 401)", status_code=401)
-    poll_all(sessions, settings, clock, {"ABC-1": refused, "ABC-2": PAUSED, "ABC-3": PAUSED})
+    paused = NotAsked("the PAVE account is paused", paused_for=300)
+    poll_all(sessions, settings, clock, {"ABC-1": refused, "ABC-2": paused, "ABC-3": paused})
     rows = by_key(sessions)
     for key in ("ABC-2", "ABC-3"):
         row = rows[key]
@@ -181,6 +182,27 @@ def test_a_longer_pause_is_never_shortened(sessions: sessionmaker[Session]) -> N
         assert account_paused_until(db=db, now=now + dt.timedelta(seconds=61)) is None
 
 
+def wait_for_a_lock_wait(url: str) -> None:
+    """Until some session of this database waits on a lock (or 10 s have gone by)."""
+    from sqlalchemy import create_engine, text
+
+    engine = create_engine(url)
+    deadline = time.monotonic() + 10
+    try:
+        with engine.connect() as connection:
+            while time.monotonic() < deadline:
+                waiting = connection.scalar(text(
+                    "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+                    " AND wait_event_type = 'Lock'"))
+                connection.rollback()
+                if waiting:
+                    return
+                time.sleep(0.02)
+    finally:
+        engine.dispose()
+    raise AssertionError("the second transaction never waited on the first")
+
+
 def test_two_first_pauses_at_once_both_commit(pg_url: str) -> None:
     """With no account row yet, two workers pausing at once: neither fails on the insert.
     (The first holds its new row uncommitted while the second tries.)"""
@@ -202,10 +224,29 @@ def test_two_first_pauses_at_once_both_commit(pg_url: str) -> None:
 
     thread = threading.Thread(target=second)
     thread.start()
-    time.sleep(0.5)  # the second is waiting on the first's row
+    wait_for_a_lock_wait(pg_url)  # the second is waiting on the first's row
     first.commit()
     first.close()
     thread.join(timeout=10)
     assert errors == []
     with sessions() as db:
         assert account_paused_until(db=db, now=now) == now + dt.timedelta(seconds=20)
+
+
+def test_keys_stopped_by_the_gate_alone_wait_for_it_too(
+    database_url: str, sessions: sessionmaker[Session]
+) -> None:
+    """The batch that met the 429 writes the pause when it ends. Until then another
+    thread's batch knows of the pause only from the process's gate: its keys go back
+    until the gate opens, not to be leased again at once."""
+    settings = make_settings(database_url)
+    clock = Clock()
+    with sessions.begin() as db:
+        add_session(db, "ABC-1", next_poll_at=clock.now)
+    gated = NotAsked("the PAVE account is paused", paused_for=30)
+    poll_all(sessions, settings, clock, {"ABC-1": gated})
+    row = by_key(sessions)["ABC-1"]
+    assert row.next_poll_at is not None
+    assert row.next_poll_at >= clock.now + dt.timedelta(seconds=30)
+    with sessions() as db:
+        assert account_paused_until(db=db, now=clock.now) is None  # not in the database

@@ -61,6 +61,12 @@ def test_ticks_that_come_back_to_back_lease_nothing() -> None:
     assert too_soon(reading=soon, previous=previous, min_gap=2.5)
     assert not too_soon(reading=QueueReading(0, T0 + dt.timedelta(seconds=2.5)),
                         previous=previous, min_gap=2.5)
+    # A last tick stamped by a clock running ahead of this one holds nothing back...
+    ahead = DispatchState(id=1, queue_after_tick=3, ticked_at=T0 + dt.timedelta(hours=1))
+    assert not too_soon(reading=soon, previous=ahead, min_gap=2.5)
+    # ...and is no pace to go by: the first offer, not DISPATCH_MAX.
+    assert lease_allowance(reading=soon, previous=ahead, batch_size=100, dispatch_max=10_000,
+                           target_wait=5) == 1_000
     # Without a queue reading there is no backpressure, and no tick is too soon.
     assert not too_soon(reading=QueueReading(None, soon.at), previous=previous, min_gap=2.5)
 

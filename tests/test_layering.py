@@ -22,13 +22,22 @@ FORBIDDEN = {
 
 
 def imported_modules(path: Path) -> list[str]:
+    return modules_imported_by(path.read_text(encoding="utf-8"),
+                               package=list(path.relative_to(WORKER.parent).parent.parts))
+
+
+def modules_imported_by(source: str, *, package: list[str]) -> list[str]:
+    """Every module `source` imports, a relative import resolved from `package`
+    (["worker", "pave"] for worker/pave/m.py)."""
     found = []
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
             found += [alias.name for alias in node.names]
-        elif isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
-            found.append(node.module)
-            found += [f"{node.module}.{alias.name}" for alias in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = package[: len(package) - node.level + 1] if node.level else []
+            module = ".".join([*base, *([node.module] if node.module else [])])
+            found.append(module)
+            found += [f"{module}.{alias.name}" for alias in node.names]
     return found
 
 
@@ -48,10 +57,12 @@ def test_imports_run_one_way(where: str) -> None:
     assert wrong == []
 
 
-def test_the_check_sees_an_import_inside_a_function(tmp_path: Path) -> None:
-    module = tmp_path / "m.py"
-    module.write_text("def f():\n    from worker.tracking.polling import x\n")
-    assert "worker.tracking.polling" in imported_modules(module)
+def test_the_check_sees_imports_inside_functions_and_relative_ones() -> None:
+    source = ("def f():\n    from worker.tracking.polling import x\n"
+              "from ..delivery import outbox\nfrom . import client\n")
+    found = modules_imported_by(source, package=["worker", "pave"])
+    assert "worker.tracking.polling" in found
+    assert "worker.delivery.outbox" in found and "worker.pave.client" in found
 
 
 def exception_classes(path: Path) -> list[str]:

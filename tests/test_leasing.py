@@ -166,3 +166,61 @@ def test_a_poll_that_outlived_its_lease_records_nothing(
     with sessions() as db:
         tracked = db.scalars(select(TrackedSession)).one()
         assert tracked.status is None and tracked.poll_count == 0
+
+
+def test_a_session_given_back_unasked_keeps_its_place_in_line(
+    database_url: str, sessions: sessionmaker[Session]
+) -> None:
+    """A batch that ran out of time gives back the keys it never asked: each is due as of
+    its last poll (not the lease's end, where leasing had moved it), so the next tick
+    leases it ahead of the sessions that fell due meanwhile."""
+    from tests.helpers import Clock
+    from worker.pave.fetching import TOO_LATE
+
+    settings = make_settings(database_url)
+    clock = Clock()
+    polled_at = clock.now - dt.timedelta(seconds=100)
+    with sessions.begin() as db:
+        unlucky = add_session(db, "UNLUCKY-1", next_poll_at=clock.now - dt.timedelta(seconds=50),
+                              last_polled_at=polled_at, status="STARTED").id
+    sent: list[tuple[list[int], str]] = []
+    dispatch_due_polls(sessions=sessions, settings=settings, clock=clock,
+                       enqueue=lambda ids, token: sent.append((ids, token)))
+    with sessions.begin() as db:  # others fall due while its batch runs
+        others = [add_session(db, f"LATER-{n}", next_poll_at=clock.now - dt.timedelta(
+            seconds=10)).id for n in range(3)]
+    (ids, token), = sent
+    report = poll_leased_sessions(ids=ids, lease_token=token, sessions=sessions,
+                                  settings=settings, clock=clock,
+                                  fetch=lambda keys: {key: TOO_LATE for key in keys})
+    assert report.released == 1 and report.recorded == 0
+    with sessions() as db:
+        tracked = db.get(TrackedSession, unlucky)
+        assert tracked is not None
+        assert tracked.next_poll_at == polled_at and tracked.poll_count == 0
+        assert tracked.unfinished_polls == 0 and tracked.lease_token is None
+    assert lease(sessions, clock.now, limit=1)[1] == [unlucky]
+    assert sorted(lease(sessions, clock.now)[1]) == others
+
+
+def test_a_batch_asks_its_sessions_in_no_set_order(
+    database_url: str, sessions: sessionmaker[Session]
+) -> None:
+    settings = make_settings(database_url)
+    with sessions.begin() as db:
+        for number in range(20):
+            add_session(db, f"KEY-{number:02d}")
+    sent: list[tuple[list[int], str]] = []
+    dispatch_due_polls(sessions=sessions, settings=settings,
+                       enqueue=lambda ids, token: sent.append((ids, token)))
+    asked: list[list[str]] = []
+
+    def fetch(keys: Sequence[str]) -> dict[str, Outcome]:
+        asked.append(list(keys))
+        return fake_fetch("IDLE")(keys)
+
+    (ids, token), = sent
+    poll_leased_sessions(ids=ids, lease_token=token, sessions=sessions, settings=settings,
+                         fetch=fetch, rng=random.Random(7))
+    assert sorted(asked[0]) == [f"KEY-{n:02d}" for n in range(20)]
+    assert asked[0] != sorted(asked[0])

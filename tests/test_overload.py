@@ -45,11 +45,11 @@ def test_refused_credentials_and_429_stop_requests_at_what_was_in_flight(
 ) -> None:
     results = run_overload(tmp_path, "--only", "auth,throttle", "--auth-sessions", "2000",
                            "--auth-seconds", "8", "--throttle-sessions", "1000",
-                           "--throttle-seconds", "9", "--retry-after", "4")
+                           "--throttle-seconds", "14", "--retry-after", "4")
     refused = results["auth: PAVE refuses the credentials"]
     # Of 2,000 due, only what the worker's threads had in flight when PAVE first said no.
     assert 0 < refused["requests"] <= THREADS * POLL_CONCURRENCY
-    throttled = results["throttle: PAVE answers 429, Retry-After 10"]
+    throttled = results["throttle: PAVE answers 429, Retry-After 4"]
     assert len(throttled["requests per pause"]) >= 2  # the pause ended, and began again
     assert all(0 < n <= THREADS * POLL_CONCURRENCY for n in throttled["requests per pause"])
 

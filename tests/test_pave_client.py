@@ -112,6 +112,9 @@ def test_retry_after_forms() -> None:
     assert parse_retry_after(None) is None
     assert parse_retry_after("nan") is None
     assert parse_retry_after("inf") is None
+    # A day at most: a broken header must not pause anything until the date it names.
+    assert parse_retry_after("1e12") == 86_400
+    assert parse_retry_after("Fri, 31 Dec 2100 00:00:00 GMT", now=NOW) == 86_400
 
 
 # -- against the simulator on loopback ------------------------------------------------

@@ -88,8 +88,8 @@ def test_untrack_never_overwrites_a_poll_recorded_meanwhile(pg_url: str) -> None
     """A poll recording `done` while `untrack` runs: untrack waits for it and leaves
     `done` alone (it used to read without a lock and write `stopped` over it)."""
     import threading
-    import time
 
+    from tests.test_account_pause import wait_for_a_lock_wait
     from worker.db import session_factory
 
     sessions = session_factory(pg_url)
@@ -107,7 +107,7 @@ def test_untrack_never_overwrites_a_poll_recorded_meanwhile(pg_url: str) -> None
 
     thread = threading.Thread(target=untrack)
     thread.start()
-    time.sleep(0.5)  # untrack is now waiting on the poll's row
+    wait_for_a_lock_wait(pg_url)  # untrack is now waiting on the poll's row
     poll.commit()
     poll.close()
     thread.join(timeout=10)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import logging
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -23,13 +24,19 @@ from worker.pave.payload import SessionSnapshot
 from worker.pave.ratelimit import PaveRateLimit
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class NotAsked:
-    """A key this batch did not ask PAVE about: its lease is released, not failed."""
+    """A key this batch did not ask PAVE about: its lease is released, not failed.
+
+    `paused_for`: the account's gate was closed, for this many more seconds (the pause
+    may not be in the database yet: the batch that met the 429 writes it when it ends).
+    """
 
     reason: str
+    paused_for: float | None = None
 
 
 # What PAVE's answer to one poll came to: the session as PAVE sent it, or why there is none.
@@ -37,8 +44,11 @@ Answer = SessionSnapshot | PaveError
 # What became of one key of a batch: PAVE's answer, or no poll at all.
 Outcome = Answer | NotAsked
 
-PAUSED = NotAsked("the PAVE account is paused")
 TOO_LATE = NotAsked("its turn came too late in the batch")
+
+
+def paused(gate: AccountGate) -> NotAsked:
+    return NotAsked("the PAVE account is paused", paused_for=gate.seconds_closed())
 
 
 async def fetch_sessions(
@@ -67,13 +77,13 @@ async def fetch_sessions(
     async def turn() -> NotAsked | None:
         """Wait for this request's turn; what stops it, if anything."""
         if gate is not None and not gate.is_open():
-            return PAUSED
+            return paused(gate)
         if start_by is not None and loop.time() >= start_by:
             return TOO_LATE
         if rate_limit is not None and not await rate_limit.acquire(until=start_by):
             return TOO_LATE
         if gate is not None and not gate.is_open():  # closed while we waited
-            return PAUSED
+            return paused(gate)
         return None
 
     async def answer(request: Callable[[], Awaitable[T]]) -> T:
@@ -91,20 +101,34 @@ async def fetch_sessions(
         finally:
             metrics.POLL_SECONDS.observe(time.perf_counter() - started)
 
+    async def waited_turn() -> NotAsked | None:
+        try:
+            return await turn()
+        except Exception as exc:  # PAVE_RATE_LIMIT's storage (Redis) failed: ask later
+            log.warning("PAVE_RATE_LIMIT could not be checked (%s): the batch's keys go "
+                        "back unasked", type(exc).__name__)
+            return NotAsked(f"PAVE_RATE_LIMIT could not be checked ({type(exc).__name__})")
+
     async def one(key: str) -> Outcome:
         async with slots:
             try:
-                if stop := await turn():
+                if stop := await waited_turn():
                     return stop
                 snapshot = await answer(lambda: client.get_session(key))
                 if with_results and snapshot.status == "COMPLETE":
-                    if stop := await turn():
+                    if stop := await waited_turn():
                         return stop
                     results = await answer(lambda: client.get_results(key))
                     snapshot = dataclasses.replace(snapshot, results=results)
             except PaveError as error:
                 metrics.POLLS.labels(error.kind).inc()
                 return error
+            except Exception as exc:
+                # A failure nothing above foresaw is this key's failed poll, recorded on
+                # it; the rest of the batch is recorded as usual.
+                log.exception("asking PAVE about %s failed unexpectedly", key)
+                metrics.POLLS.labels(PaveError.kind).inc()
+                return PaveError(f"unexpected {type(exc).__name__}: {exc}"[:300])
             metrics.POLLS.labels("ok").inc()
             return snapshot
 

@@ -43,6 +43,10 @@ class AccountGate:
     def is_open(self) -> bool:
         return self._clock() >= self._closed_until
 
+    def seconds_closed(self) -> float:
+        """How long until the gate opens again (0 when it is open)."""
+        return max(0.0, self._closed_until - self._clock())
+
     def close_for(self, error: PaveError) -> None:
         """Close the gate for the pause this account error calls for; a longer closing
         already running is kept."""

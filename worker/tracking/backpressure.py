@@ -48,8 +48,11 @@ class QueueReading:
 def too_soon(*, reading: QueueReading, previous: DispatchState, min_gap: float) -> bool:
     """A tick this close after the last one leases nothing and leaves no reading (so a
     stream of such ticks cannot push the next real one away for ever)."""
-    return (reading.waiting is not None and previous.ticked_at is not None
-            and (reading.at - previous.ticked_at).total_seconds() < min_gap)
+    if reading.waiting is None or previous.ticked_at is None:
+        return False
+    # A negative gap is another host's clock running ahead, not a tick: it must not
+    # hold this host's ticks back until real time catches up with that clock.
+    return 0 <= (reading.at - previous.ticked_at).total_seconds() < min_gap
 
 
 def lease_allowance(*, reading: QueueReading, previous: DispatchState | None,
@@ -58,10 +61,12 @@ def lease_allowance(*, reading: QueueReading, previous: DispatchState | None,
     waiting = reading.waiting
     if waiting is None:
         return dispatch_max
-    if previous is None or previous.ticked_at is None or not previous.queue_after_tick:
+    elapsed = 0.0 if previous is None or previous.ticked_at is None else (
+        reading.at - previous.ticked_at).total_seconds()
+    if previous is None or not previous.queue_after_tick or elapsed <= 0:
+        # Nothing to go by (a reading from a clock ahead of ours is nothing either).
         messages = float(FIRST_OFFER)
     else:
-        elapsed = max((reading.at - previous.ticked_at).total_seconds(), 1e-3)
         taken_per_second = max(0, previous.queue_after_tick - waiting) / elapsed
         if waiting == 0:
             # They may have idled part of the time: what they took is a floor on their pace.

@@ -167,8 +167,9 @@ def poll_leased_sessions(
         for tracked in tracked_sessions:
             outcome = outcomes[tracked.session_key]
             if isinstance(outcome, NotAsked):
-                release_unasked_session(
-                    tracked, due_at=_due_again(tracked, paused_until, settings, rng))
+                release_unasked_session(tracked, due_at=_due_again(
+                    tracked, outcome, paused_until=paused_until, now=now, settings=settings,
+                    rng=rng))
                 released += 1
                 continue
             observed = apply_observation(db=db, tracked=tracked, outcome=outcome, now=now,
@@ -185,12 +186,21 @@ def poll_leased_sessions(
                       changes=changes, deliveries=deliveries, released=released)
 
 
-def _due_again(tracked: TrackedSession, paused_until: dt.datetime | None,
-               settings: Settings, rng: random.Random) -> dt.datetime:
-    """When a session given back unasked falls due: when the pause ends (spread a little,
-    so the sessions of one pause do not all come back at once), or as of its last poll
-    (or its tracking), so that it keeps its place in line: leasing moved its due time
-    to the lease's end, and a session that lost its turn must not lose its place too."""
+def _due_again(tracked: TrackedSession, outcome: NotAsked, *,
+               paused_until: dt.datetime | None, now: dt.datetime, settings: Settings,
+               rng: random.Random) -> dt.datetime:
+    """When a session given back unasked falls due.
+
+    While the account is paused (in the database, or only in this process's gate so
+    far), when the pause ends, spread a little so the sessions of one pause do not all
+    come back at once. Otherwise as of its last poll (or its tracking): leasing moved
+    its due time to the lease's end, and a session that lost its turn must not lose its
+    place in line too. Its last poll is the earliest it can have fallen due, so it goes
+    ahead of every session due since: it has lost a turn already.
+    """
+    if outcome.paused_for is not None:
+        gate_opens = now + dt.timedelta(seconds=outcome.paused_for)
+        paused_until = max(paused_until or gate_opens, gate_opens)
     if paused_until is None:
         return tracked.last_polled_at or tracked.tracked_at
     return paused_until + dt.timedelta(seconds=rng.uniform(0, JITTER * settings.poll_interval))
