@@ -112,7 +112,6 @@ class Tracker:
             self.env["PYTHONPATH"] = str(Path(args.code).resolve())
         (folder / "none.toml").write_text("")
         redis.Redis.from_url(args.redis_url).flushdb()
-        self.process: subprocess.Popen[bytes] | None = None
 
     def command(self, *argv: str) -> str:
         done = subprocess.run([sys.executable, "-m", "worker", *argv], env=self.env,
@@ -132,16 +131,20 @@ class Tracker:
         return keys
 
     @contextmanager
-    def running(self, log_name: str) -> Iterator[None]:
-        log = (self.folder / log_name).open("wb")
-        self.process = subprocess.Popen(
-            [sys.executable, "-m", "worker", "run", "--concurrency", str(THREADS)],
-            env=self.env, cwd=self.folder, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True)
+    def running(self, log_name: str, processes: int = 1) -> Iterator[None]:
+        """`processes` x `pave-tracker run` (each a worker and a beat)."""
+        started = []
         try:
+            for number in range(processes):
+                log = (self.folder / f"{number}-{log_name}").open("wb")
+                started.append(subprocess.Popen(
+                    [sys.executable, "-m", "worker", "run", "--concurrency", str(THREADS)],
+                    env=self.env, cwd=self.folder, stdout=log, stderr=subprocess.STDOUT,
+                    start_new_session=True))
             yield
         finally:
-            stop_process_group(self.process)
+            for process in started:
+                stop_process_group(process)
 
     def sessions(self) -> list[dict[str, Any]]:
         rows: list[dict[str, Any]] = json.loads(self.command("list", "--json"))
@@ -160,7 +163,7 @@ def account_storm(args: argparse.Namespace, folder: Path, mode: str) -> dict[str
         log_name = f"run-{mode}.log"
         with tracker.running(log_name):
             time.sleep(seconds)
-    log = (folder / log_name).read_text(errors="replace")
+    log = (folder / f"0-{log_name}").read_text(errors="replace")
     started = pave.arrivals[0][0] if pave.arrivals else 0.0
     pauses = _windows([at - started for at, _ in pave.arrivals], gap=args.retry_after / 2)
     return {
@@ -190,7 +193,7 @@ def _windows(moments: list[float], *, gap: float) -> list[tuple[float, int]]:
 def backlog(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
     """Workers twenty times too slow for the load, for `backlog_seconds`."""
     pave = CountingPave("ok", delay=args.latency)
-    capacity = THREADS * args.backlog_concurrency / args.latency
+    capacity = args.processes * THREADS * args.backlog_concurrency / args.latency
     with serving(pave.app) as url:
         tracker = Tracker(args, folder, f"{url}/v1", POLL_INTERVAL=str(args.poll_interval),
                           POLL_INTERVAL_IDLE=str(args.poll_interval),
@@ -201,7 +204,7 @@ def backlog(args: argparse.Namespace, folder: Path) -> dict[str, Any]:
         keys = tracker.track(args.backlog_sessions, "SLOW")
         broker = redis.Redis.from_url(args.redis_url)
         queue: list[int] = []
-        with tracker.running("run-backlog.log"):
+        with tracker.running("run-backlog.log", processes=args.processes):
             began = time.monotonic()
             while time.monotonic() - began < args.backlog_seconds:
                 queue.append(int(broker.llen("celery")))
@@ -252,6 +255,8 @@ def main() -> None:
                              "answers, 16 polls/s, a twentieth of 4,000 sessions every 12.5 s")
     parser.add_argument("--lease-seconds", type=float, default=60, help="LEASE_SECONDS")
     parser.add_argument("--batch-size", type=int, default=100, help="POLL_BATCH_SIZE")
+    parser.add_argument("--processes", type=int, default=1,
+                        help="`pave-tracker run` processes in the backlog")
     parser.add_argument("--dispatch-interval", type=float, default=2,
                         help="DISPATCH_INTERVAL")
     parser.add_argument("--database", default="pave_tracker_overload")
@@ -279,7 +284,7 @@ def main() -> None:
         report(f"throttle: PAVE answers 429, Retry-After {args.retry_after}",
                account_storm(args, folder, "throttle"))
     if "backlog" in parts:
-        report("backlog: workers 20x too slow", backlog(args, folder))
+        report("backlog: workers far too slow for the load", backlog(args, folder))
 
 
 if __name__ == "__main__":

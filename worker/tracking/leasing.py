@@ -19,7 +19,7 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Sequence
 
-from sqlalchemy import ColumnElement, Select, any_, func, select, text, update
+from sqlalchemy import ColumnElement, Select, and_, any_, func, or_, select, text, update
 from sqlalchemy.orm import Session
 
 from worker.leases import new_token
@@ -28,6 +28,17 @@ from worker.models import TrackedSession
 # A literal, not a bound parameter: PostgreSQL can only use the partial index
 # `ix_tracked_sessions_due` when it can see the predicate at planning time.
 IS_ACTIVE = text("tracked_sessions.tracking = 'active'")
+
+
+def is_due(now: dt.datetime) -> ColumnElement[bool]:
+    """Active, due, and not held by a poll in flight.
+
+    A claim extends its lease in `leased_until` alone, which no index covers, so the claim
+    is an update PostgreSQL can make in place (HOT). A poll claimed late can then still
+    be in flight when the tick's `next_poll_at` comes: the lease's end says it is held.
+    """
+    return and_(IS_ACTIVE, TrackedSession.next_poll_at <= now,
+                or_(TrackedSession.leased_until.is_(None), TrackedSession.leased_until <= now))
 
 
 def lease_due_sessions(
@@ -44,7 +55,7 @@ def lease_due_sessions(
     expires = now + dt.timedelta(seconds=lease_seconds)
     due = (
         select(TrackedSession.id)
-        .where(IS_ACTIVE, TrackedSession.next_poll_at <= now)
+        .where(is_due(now))
         .order_by(TrackedSession.next_poll_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
@@ -88,8 +99,7 @@ def sessions_that_kill_their_worker(
     with no result."""
     return list(db.scalars(
         select(TrackedSession)
-        .where(IS_ACTIVE, TrackedSession.next_poll_at <= now,
-               TrackedSession.lease_token.is_not(None),
+        .where(is_due(now), TrackedSession.lease_token.is_not(None),
                TrackedSession.unfinished_polls > limit)
         .with_for_update(skip_locked=True)
     ))
@@ -99,7 +109,7 @@ def due_backlog(*, db: Session, now: dt.datetime) -> tuple[int, dt.datetime | No
     """How many active sessions are due and not leased, and the oldest due time."""
     count, oldest = db.execute(
         select(func.count(), func.min(TrackedSession.next_poll_at))
-        .where(IS_ACTIVE, TrackedSession.next_poll_at <= now)
+        .where(is_due(now))
     ).one()
     return int(count), oldest
 
@@ -114,7 +124,8 @@ def claim_leased_sessions(
     A lease that ran out while its message waited is still claimed if no tick has
     handed the session out again (its token is unchanged, so no one else holds it):
     polling it now is what a new lease would do. The claim gives the poll a whole lease
-    from now, and counts as unfinished until the poll is recorded.
+    from now (in `leased_until`: see `is_due`), and counts as unfinished until the poll
+    is recorded.
     """
     claim = new_token()
     expires = now + dt.timedelta(seconds=lease_seconds)
@@ -125,7 +136,7 @@ def claim_leased_sessions(
             TrackedSession.lease_token == lease_token,
             IS_ACTIVE,
         )
-        .values(lease_token=claim, leased_until=expires, next_poll_at=expires,
+        .values(lease_token=claim, leased_until=expires,
                 unfinished_polls=TrackedSession.unfinished_polls + 1)
         .returning(TrackedSession.id, TrackedSession.session_key)
         .execution_options(synchronize_session=False)
