@@ -45,6 +45,36 @@ def unavailable(reason: str) -> None:
     pytest.skip(reason)
 
 
+def require_local_services(redis_url: str, what: str) -> None:
+    """For scripts that run their own services' databases (benchmark, overload): the
+    local PostgreSQL and this Redis must answer."""
+    import psycopg
+
+    try:
+        psycopg.connect("postgresql://postgres@127.0.0.1/postgres", connect_timeout=3).close()
+        redis.Redis.from_url(redis_url, socket_connect_timeout=3).ping()
+    except (psycopg.Error, redis.RedisError) as exc:
+        unavailable(f"{what} needs local PostgreSQL and Redis: {exc}")
+
+
+@pytest.fixture
+def settings_from_scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """The process's own settings, read afresh in an empty folder with no database,
+    broker or target variables set (for code that reads `get_settings()` itself)."""
+    from worker.config import get_settings
+    from worker.delivery.target_config import get_targets
+
+    monkeypatch.chdir(tmp_path)
+    for name in ("DATABASE_URL", "BROKER_URL", "REDIS_URL", "POLL_INTERVAL",
+                 "PAVE_TRACKER_CONFIG"):
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    get_targets.cache_clear()
+    yield tmp_path
+    get_settings.cache_clear()
+    get_targets.cache_clear()
+
+
 def make_settings(database_url: str, **overrides: Any) -> Settings:
     values: dict[str, Any] = {
         "database_url": database_url,

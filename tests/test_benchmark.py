@@ -12,21 +12,14 @@ import subprocess
 import sys
 from pathlib import Path
 
-import psycopg
-import redis
-
-from tests.conftest import unavailable
+from tests.conftest import require_local_services
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = "redis://127.0.0.1:6379/11"
 
 
 def test_a_tiny_benchmark_runs_every_part(tmp_path: Path) -> None:
-    try:
-        psycopg.connect("postgresql://postgres@127.0.0.1/postgres", connect_timeout=3).close()
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
-    except (psycopg.Error, redis.RedisError) as exc:
-        unavailable(f"the benchmark needs local PostgreSQL and Redis: {exc}")
+    require_local_services(REDIS_URL, "the benchmark")
     done = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "benchmark.py"), "--sessions", "400",
          "--naive-sessions", "100", "--ceiling-requests", "400", "--tracked", "4000",

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -16,15 +15,8 @@ from worker.delivery.target_config import get_targets
 
 
 @pytest.fixture(autouse=True)
-def scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
-    monkeypatch.chdir(tmp_path)
-    for name in ("DATABASE_URL", "BROKER_URL", "REDIS_URL", "POLL_INTERVAL"):
-        monkeypatch.delenv(name, raising=False)
-    get_settings.cache_clear()
-    get_targets.cache_clear()
-    yield tmp_path
-    get_settings.cache_clear()
-    get_targets.cache_clear()
+def scratch(settings_from_scratch: Path) -> Path:
+    return settings_from_scratch
 
 
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:

@@ -13,10 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-import psycopg
-import redis
-
-from tests.conftest import unavailable
+from tests.conftest import require_local_services
 
 ROOT = Path(__file__).resolve().parent.parent
 REDIS_URL = "redis://127.0.0.1:6379/9"
@@ -24,11 +21,7 @@ THREADS, POLL_CONCURRENCY = 4, 20
 
 
 def run_overload(tmp_path: Path, *options: str) -> dict[str, Any]:
-    try:
-        psycopg.connect("postgresql://postgres@127.0.0.1/postgres", connect_timeout=3).close()
-        redis.Redis.from_url(REDIS_URL, socket_connect_timeout=3).ping()
-    except (psycopg.Error, redis.RedisError) as exc:
-        unavailable(f"the overload run needs local PostgreSQL and Redis: {exc}")
+    require_local_services(REDIS_URL, "the overload run")
     done = subprocess.run(
         [sys.executable, str(ROOT / "scripts" / "overload.py"), *options,
          "--database", "pave_tracker_overload_ci", "--redis-url", REDIS_URL,

@@ -13,7 +13,6 @@ import pytest
 from tests.helpers import add_session
 from worker.config import get_settings
 from worker.db import session_factory, utcnow
-from worker.delivery.target_config import get_targets
 from worker.models import Delivery, DeliveryState, Event
 from worker.schema import upgrade_database
 
@@ -42,20 +41,8 @@ def test_serve_does_not_load_the_tasks(tmp_path: Path) -> None:
     assert python(code, tmp_path, API_TOKENS="t" * 16) == "False"
 
 
-@pytest.fixture
-def tracker_folder(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    monkeypatch.chdir(tmp_path)
-    for name in ("DATABASE_URL", "BROKER_URL", "REDIS_URL", "PAVE_TRACKER_CONFIG"):
-        monkeypatch.delenv(name, raising=False)
-    get_settings.cache_clear()
-    get_targets.cache_clear()
-    yield tmp_path
-    get_settings.cache_clear()
-    get_targets.cache_clear()
-
-
 def test_the_tick_publishes_after_its_session_has_ended(
-    tracker_folder: Path, monkeypatch: pytest.MonkeyPatch
+    settings_from_scratch: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """On SQLite a session holds the database's write lock: publishing inside one would
     hold every other writer back for as long as the broker takes."""
@@ -75,7 +62,7 @@ def test_the_tick_publishes_after_its_session_has_ended(
     lock_free_when_published: list[bool] = []
 
     def probe() -> None:
-        connection = sqlite3.connect(tracker_folder / "pave-tracker.db", timeout=0)
+        connection = sqlite3.connect(settings_from_scratch / "pave-tracker.db", timeout=0)
         try:
             connection.execute("BEGIN IMMEDIATE")
             connection.rollback()
