@@ -3,12 +3,16 @@
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker.config import Settings
 from worker.db import utcnow
+from worker.delivery.targets import Target
 from worker.models import TrackedSession, Tracking
+from worker.tracking.polling import dispatch_due_polls
 from worker.tracking.requests import TrackRequest
 from worker.tracking.service import track_sessions
 
@@ -42,3 +46,12 @@ class Clock:
     def advance(self, seconds: float) -> dt.datetime:
         self.now += dt.timedelta(seconds=seconds)
         return self.now
+
+
+def tick(sessions: sessionmaker[Session], settings: Settings, clock: Clock,
+         targets: Sequence[Target] = ()) -> list[tuple[list[int], str]]:
+    """One beat tick at `clock`'s time; returns the poll messages it sent (ids, token)."""
+    sent: list[tuple[list[int], str]] = []
+    dispatch_due_polls(sessions=sessions, settings=settings, clock=clock, targets=targets,
+                       enqueue=lambda ids, token: sent.append((ids, token)))
+    return sent

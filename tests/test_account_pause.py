@@ -13,23 +13,15 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.conftest import make_settings
-from tests.helpers import Clock, add_session
+from tests.helpers import Clock, add_session, tick
 from worker.config import Settings
 from worker.errors import PaveAuthError, PaveRateLimited
 from worker.models import PaveAccount, TrackedSession
 from worker.pave.fetching import NotAsked, Outcome
 from worker.pave.payload import SessionSnapshot
 from worker.tracking.account import account_paused_until, pause_account
-from worker.tracking.polling import dispatch_due_polls, poll_leased_sessions
+from worker.tracking.polling import poll_leased_sessions
 from worker.tracking.push import PushOutcome, lease_for_push
-
-
-def tick(sessions: sessionmaker[Session], settings: Settings, clock: Clock
-         ) -> list[tuple[list[int], str]]:
-    sent: list[tuple[list[int], str]] = []
-    dispatch_due_polls(sessions=sessions, settings=settings, clock=clock,
-                       enqueue=lambda ids, token: sent.append((ids, token)))
-    return sent
 
 
 def answering(outcome_for: dict[str, Outcome], asked: list[str] | None = None):  # type: ignore[no-untyped-def]

@@ -9,23 +9,14 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.conftest import make_settings
-from tests.helpers import Clock, add_session
+from tests.helpers import Clock, add_session, tick
 from worker.delivery.targets import HookTarget
 from worker.models import Event, TrackedSession, Tracking
 from worker.pave.payload import SessionSnapshot
 from worker.tracking.leasing import claim_leased_sessions
-from worker.tracking.polling import dispatch_due_polls, poll_leased_sessions
+from worker.tracking.polling import poll_leased_sessions
 
 HOOK = HookTarget(name="hook", callable="x:y", events=["tracking.gave_up"])
-
-
-def tick(sessions: sessionmaker[Session], settings: object, clock: Clock
-         ) -> list[tuple[list[int], str]]:
-    sent: list[tuple[list[int], str]] = []
-    dispatch_due_polls(sessions=sessions, settings=settings,  # type: ignore[arg-type]
-                       enqueue=lambda ids, token: sent.append((ids, token)),
-                       targets=[HOOK], clock=clock)
-    return sent
 
 
 def claim_and_die(sessions: sessionmaker[Session], sent: list[tuple[list[int], str]],
@@ -50,7 +41,7 @@ def test_gives_up_after_too_many_unfinished_polls(
         add_session(db, "POISON-1", next_poll_at=clock.now)
     leased = []
     for _ in range(6):  # every claim runs out: the worker dies before recording
-        sent = tick(sessions, settings, clock)
+        sent = tick(sessions, settings, clock, [HOOK])
         leased.append(sum(len(ids) for ids, _ in sent))
         claim_and_die(sessions, sent, clock.now)
         clock.advance(61)
@@ -75,7 +66,7 @@ def test_messages_that_only_waited_in_the_broker_count_for_nothing(
     with sessions.begin() as db:
         add_session(db, "HEALTHY-1", next_poll_at=clock.now)
     for _ in range(10):
-        sent = tick(sessions, settings, clock)
+        sent = tick(sessions, settings, clock, [HOOK])
         clock.advance(61)
     tracked = one(sessions)
     assert tracked.tracking is Tracking.ACTIVE and tracked.unfinished_polls == 0
@@ -95,13 +86,13 @@ def test_the_claim_gives_the_poll_a_whole_lease(
     clock = Clock()
     with sessions.begin() as db:
         add_session(db, "ABC-1", next_poll_at=clock.now)
-    (ids, token), = tick(sessions, settings, clock)
+    (ids, token), = tick(sessions, settings, clock, [HOOK])
     claimed_at = clock.advance(50)  # the message waited 50 of the lease's 60 s
     with sessions.begin() as db:
         claim_leased_sessions(db=db, ids=ids, lease_token=token, now=claimed_at,
                               lease_seconds=60)
     clock.advance(30)  # past the tick's lease, within the claim's
-    assert tick(sessions, settings, clock) == []
+    assert tick(sessions, settings, clock, [HOOK]) == []
     tracked = one(sessions)
     assert tracked.leased_until == claimed_at + dt.timedelta(seconds=60)
     assert tracked.unfinished_polls == 1  # until the poll is recorded
@@ -115,10 +106,10 @@ def test_a_finished_poll_resets_the_count(
     with sessions.begin() as db:
         add_session(db, "ABC-1", next_poll_at=clock.now)
     for _ in range(2):
-        claim_and_die(sessions, tick(sessions, settings, clock), clock.now)
+        claim_and_die(sessions, tick(sessions, settings, clock, [HOOK]), clock.now)
         clock.advance(61)
     assert one(sessions).unfinished_polls == 2
-    (ids, token), = tick(sessions, settings, clock)
+    (ids, token), = tick(sessions, settings, clock, [HOOK])
     poll_leased_sessions(ids=ids, lease_token=token, sessions=sessions, settings=settings,
                          clock=clock,
                          fetch=lambda keys: {k: SessionSnapshot(k, "IDLE") for k in keys})
