@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from worker.models import DeliveryState, Tracking
 from worker.tracking.keys import SESSION_KEY_PATTERN
+from worker.tracking.requests import is_one_email_address
 
 MAX_BATCH = 1000
 SessionKey = Annotated[str, Field(pattern=f"^{SESSION_KEY_PATTERN.pattern}$",
@@ -24,6 +25,15 @@ class Strict(BaseModel):
 class TrackOne(Strict):
     session_key: SessionKey
     metadata: Metadata = Field(default_factory=dict)
+
+    @field_validator("metadata")
+    @classmethod
+    def _one_email_address(cls, metadata: dict[str, str]) -> dict[str, str]:
+        """The same rule as `track --email` and a CSV's email column."""
+        email = metadata.get("email")
+        if email and not is_one_email_address(email):
+            raise ValueError("email must be one address, like jane@example.com")
+        return metadata
 
 
 class TrackBatch(Strict):

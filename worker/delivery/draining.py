@@ -11,6 +11,7 @@ import datetime as dt
 import json
 import logging
 import random
+import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker import metrics
 from worker.config import Settings
 from worker.db import utcnow
-from worker.delivery.attempts import AttemptResult
+from worker.delivery.attempts import AttemptResult, elapsed_ms
 from worker.delivery.crm import send_crm
 from worker.delivery.email import send_email
 from worker.delivery.hooks import call_hook
@@ -48,6 +49,21 @@ class DrainReport:
 
 
 def attempt_delivery(
+    client: httpx.Client, targets: dict[str, Target], delivery: LeasedDelivery,
+    now: dt.datetime,
+) -> AttemptResult:
+    """One attempt; whatever goes wrong in it is this delivery's failed attempt, recorded
+    like any other, and never its neighbours' (they share the batch, not its fate)."""
+    started = time.perf_counter()
+    try:
+        return _attempt(client, targets, delivery, now)
+    except Exception as exc:
+        log.exception("delivery %s to %s failed unexpectedly", delivery.id, delivery.target)
+        return AttemptResult(delivered=False, duration_ms=elapsed_ms(started),
+                             error=f"unexpected {type(exc).__name__}: {exc}"[:300])
+
+
+def _attempt(
     client: httpx.Client, targets: dict[str, Target], delivery: LeasedDelivery,
     now: dt.datetime,
 ) -> AttemptResult:

@@ -98,9 +98,15 @@ def send_email(target: EmailTarget, *, delivery_id: str, body: str) -> AttemptRe
     try:
         server = parse_smtp_url(target.smtp_url.get_secret_value())
         message = build_message(target, delivery_id=delivery_id, body=body)
+        message.as_bytes()  # what the standard library cannot serialise fails here, not mid-send
     except (ValueError, TemplateFailed) as exc:
         return AttemptResult(delivered=False, duration_ms=elapsed_ms(started), error=str(exc),
                              permanent=True)
+    except Exception as exc:
+        # The standard library's e-mail package raises IndexError, AttributeError and
+        # others on addresses it cannot parse (`a@b.c,a@`): this message cannot be built.
+        return AttemptResult(delivered=False, duration_ms=elapsed_ms(started), permanent=True,
+                             error=f"cannot build the message: {type(exc).__name__}: {exc}"[:300])
     try:
         with smtp_session(server, ca_file=target.ca_file, timeout=target.timeout) as smtp:
             smtp.send_message(message)

@@ -82,6 +82,10 @@ def render(source: str, context: dict[str, Any], *, html: bool = False) -> str:
         return (_html if html else _plain).from_string(source).render(context)
     except TemplateError as exc:
         raise TemplateFailed(f"template error: {exc}") from None
+    except Exception as exc:
+        # A template meeting data it did not expect (`metadata.count + 1` on "abc")
+        # raises plain Python errors, not Jinja's: the same failure to make a message.
+        raise TemplateFailed(f"template error: {type(exc).__name__}: {exc}"[:300]) from None
 
 
 def render_json(source: str, context: dict[str, Any]) -> str:

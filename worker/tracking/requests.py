@@ -6,7 +6,9 @@ import csv
 import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from email.headerregistry import AddressHeader, HeaderRegistry
 from pathlib import Path
+from typing import cast
 
 from worker.errors import BadInput
 from worker.tracking.keys import validate_session_key
@@ -37,14 +39,27 @@ def validate_metadata(metadata: dict[str, str]) -> dict[str, str]:
         if len(name) > 100 or len(value) > MAX_METADATA_VALUE:
             raise BadInput(f"metadata field {name[:40]!r} is too long")
     email = metadata.get("email")
-    if email is not None and email != "" and not looks_like_email(email):
-        raise BadInput(f"bad email address {email[:60]!r}")
+    if email is not None and email != "" and not is_one_email_address(email):
+        raise BadInput(f"bad email address {email[:60]!r}: one address, like jane@example.com")
     return metadata
 
 
-def looks_like_email(value: str) -> bool:
-    local, at, domain = value.partition("@")
-    return bool(at and local and "." in domain and not any(c.isspace() for c in value))
+_addresses = HeaderRegistry()
+
+
+def is_one_email_address(value: str) -> bool:
+    """One plain address (`jane@example.com`) that the standard library's e-mail package,
+    which builds the follow-up e-mails, parses without a defect: a list, a display name,
+    a missing domain or a control character is not one."""
+    try:
+        header = _addresses("To", value)
+    except Exception:  # it raises IndexError, AttributeError… on some garbage
+        return False
+    addresses = cast(AddressHeader, header).addresses  # "To" makes an AddressHeader
+    if header.defects or len(addresses) != 1:
+        return False
+    address = addresses[0]
+    return address.addr_spec == value and "." in address.domain
 
 
 def merge_requests(requests: Iterable[TrackRequest]) -> list[TrackRequest]:
