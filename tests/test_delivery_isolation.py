@@ -1,5 +1,7 @@
 """One bad value never poisons a batch: whatever goes wrong with one delivery is that
-delivery's failed attempt, recorded, and its neighbours are delivered exactly once."""
+delivery's failed attempt, recorded, and its neighbours are delivered exactly once.
+Every target kind gets the same hostile session: a list for an e-mail address, a word
+where a template adds a number, and markup and non-ASCII in a name."""
 
 from __future__ import annotations
 
@@ -11,9 +13,9 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from tests.helpers import add_session
 from tests.receivers import SECRET, WebhookReceiver
-from tests.test_delivery import drain
+from tests.test_delivery import HOOK_CALLS, drain
 from tests.test_outbox import complete
-from worker.delivery.targets import CrmTarget, EmailTarget, Target, WebhookTarget
+from worker.delivery.targets import CrmTarget, EmailTarget, HookTarget, Target, WebhookTarget
 from worker.models import Delivery, DeliveryState
 from worker.pave.simulator import serving
 
@@ -38,6 +40,7 @@ def targets_for(url: str) -> list[Target]:
         EmailTarget(name="email", smtp_url="smtp://127.0.0.1:9", sender="desk@dealer.example"),
         CrmTarget(name="crm", url=f"{url}/crm", body_template='{"n": {{ metadata.count + 1 }}}'),
         CrmTarget(name="crm-bad-syntax", url=f"{url}/crm", body_template='{"n": {{ }}'),
+        HookTarget(name="hook", callable="tests.test_delivery:record_hook"),
     ]
 
 
@@ -46,6 +49,7 @@ def test_hostile_metadata_and_templates_fail_alone(
 ) -> None:
     hook, url = receiver
     targets = targets_for(url)
+    HOOK_CALLS.clear()
     with sessions.begin() as db:
         add_session(db, "ABC-1", status="IDLE", user_metadata=HOSTILE)
     complete(sessions, targets)
@@ -53,7 +57,9 @@ def test_hostile_metadata_and_templates_fail_alone(
     drain(sessions, targets)  # nothing is left to send again
     assert [got.body["data"]["session_key"] for got in hook.received] == ["ABC-1"]
     rows = deliveries(sessions)
-    assert rows["webhook"].state is DeliveryState.DELIVERED and rows["webhook"].attempts == 1
+    for name in ("webhook", "hook"):
+        assert rows[name].state is DeliveryState.DELIVERED and rows[name].attempts == 1
+    assert [call["data"]["metadata"] for call in HOOK_CALLS] == [HOSTILE]
     for name, reason in (("email", "cannot build the message"), ("crm", "TypeError"),
                          ("crm-bad-syntax", "template error")):
         assert rows[name].state is DeliveryState.DEAD, name
