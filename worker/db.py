@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import datetime as dt
 from functools import lru_cache
-from typing import Any
+from typing import Any, TypeVar
 
-from sqlalchemy import JSON, DateTime, Engine, Insert, MetaData, create_engine, event
+from sqlalchemy import JSON, DateTime, Engine, Insert, MetaData, create_engine, event, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -104,3 +104,17 @@ def insert_ignoring_duplicates(db: Session, model: Any, *, unique: list[str]) ->
     if dialect == "sqlite":
         return sqlite.insert(model).on_conflict_do_nothing(index_elements=unique)
     raise ValueError(f"unsupported database: {dialect} (use SQLite or PostgreSQL)")
+
+
+ModelT = TypeVar("ModelT")
+
+
+def locked_singleton(db: Session, model: type[ModelT], *, row_id: int = 1) -> ModelT:
+    """A table's one row, inserted if missing and locked until the transaction ends.
+
+    ON CONFLICT DO NOTHING, not "read, then insert if absent": two transactions doing
+    the latter at once both insert, and one of them fails on the primary key.
+    """
+    db.execute(insert_ignoring_duplicates(db, model, unique=["id"]).values(id=row_id))
+    return db.scalars(select(model).where(model.id == row_id)  # type: ignore[attr-defined]
+                      .with_for_update()).one()

@@ -13,16 +13,14 @@ import tomllib
 from collections.abc import Mapping
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 from dotenv import dotenv_values
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
 from worker.config import Settings, get_settings
 from worker.delivery.targets import CrmTarget, EmailTarget, HookTarget, Target, WebhookTarget
 from worker.errors import SettingsError
-
-TargetModel = TypeVar("TargetModel", bound=BaseModel)
 
 DEFAULT_CONFIG_FILE = "pave-tracker.toml"
 TARGET_KINDS: dict[str, type[Target]] = {
@@ -113,20 +111,16 @@ def _resolve_references(entry: dict[str, Any], label: str, folder: Path,
     return values
 
 
-def _build(label: str, model: type[TargetModel], values: dict[str, Any]) -> TargetModel:
+def _build_target(label: str, model: type[Target], values: dict[str, Any], *,
+                  lease_seconds: float) -> Target:
+    """The target, with a timeout its attempts can keep within their lease."""
     try:
-        return model.model_validate(values)
+        target = model.model_validate(values)
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"])
         message = first["msg"].removeprefix("Value error, ")
         raise SettingsError(f"bad setting {label}: {field}: {message}") from None
-
-
-def _build_target(label: str, model: type[Target], values: dict[str, Any], *,
-                  lease_seconds: float) -> Target:
-    """The target, with a timeout its attempts can keep within their lease."""
-    target = _build(label, model, values)
     if "timeout" not in target.model_fields_set:
         return target.model_copy(update={"timeout": min(target.timeout, lease_seconds / 2)})
     if target.timeout >= lease_seconds:

@@ -13,7 +13,7 @@ import datetime as dt
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from worker.db import insert_ignoring_duplicates
+from worker.db import locked_singleton
 from worker.models import PaveAccount
 
 ACCOUNT_ID = 1
@@ -22,12 +22,7 @@ ACCOUNT_ID = 1
 def pause_account(*, db: Session, until: dt.datetime, reason: str) -> dt.datetime:
     """Pause polling until `until` (a pause already running longer is kept); returns
     when the pause ends."""
-    # The row exists from migration 0006 on; ON CONFLICT DO NOTHING makes sure without
-    # racing another pause to insert it (one of two plain INSERTs would fail).
-    db.execute(insert_ignoring_duplicates(db, PaveAccount, unique=["id"])
-               .values(id=ACCOUNT_ID))
-    account = db.scalars(select(PaveAccount).where(PaveAccount.id == ACCOUNT_ID)
-                         .with_for_update()).one()
+    account = locked_singleton(db, PaveAccount, row_id=ACCOUNT_ID)
     if account.paused_until is None or account.paused_until < until:
         account.paused_until = until
         account.pause_reason = reason

@@ -27,10 +27,9 @@ import datetime as dt
 import math
 from dataclasses import dataclass
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from worker.db import insert_ignoring_duplicates
+from worker.db import locked_singleton
 from worker.models import DispatchState
 
 STATE_ID = 1
@@ -78,9 +77,7 @@ def lease_allowance(*, reading: QueueReading, previous: DispatchState | None,
 
 def load_dispatch_state(db: Session) -> DispatchState:
     """The state row, locked until the tick's transaction ends (two beats take turns)."""
-    db.execute(insert_ignoring_duplicates(db, DispatchState, unique=["id"]).values(id=STATE_ID))
-    return db.scalars(select(DispatchState).where(DispatchState.id == STATE_ID)
-                      .with_for_update()).one()
+    return locked_singleton(db, DispatchState, row_id=STATE_ID)
 
 
 def note_tick(state: DispatchState, *, reading: QueueReading, messages_sent: int) -> None:
