@@ -80,8 +80,15 @@ async def fetch_sessions(
             return paused(gate)
         if start_by is not None and loop.time() >= start_by:
             return TOO_LATE
-        if rate_limit is not None and not await rate_limit.acquire(until=start_by):
-            return TOO_LATE
+        if rate_limit is not None:
+            try:
+                acquired = await rate_limit.acquire(until=start_by)
+            except Exception as exc:  # its storage (Redis) failed: ask later
+                log.warning("PAVE_RATE_LIMIT could not be checked (%s): the batch's keys go "
+                            "back unasked", type(exc).__name__)
+                return NotAsked(f"PAVE_RATE_LIMIT could not be checked ({type(exc).__name__})")
+            if not acquired:
+                return TOO_LATE
         if gate is not None and not gate.is_open():  # closed while we waited
             return paused(gate)
         return None
@@ -101,22 +108,14 @@ async def fetch_sessions(
         finally:
             metrics.POLL_SECONDS.observe(time.perf_counter() - started)
 
-    async def waited_turn() -> NotAsked | None:
-        try:
-            return await turn()
-        except Exception as exc:  # PAVE_RATE_LIMIT's storage (Redis) failed: ask later
-            log.warning("PAVE_RATE_LIMIT could not be checked (%s): the batch's keys go "
-                        "back unasked", type(exc).__name__)
-            return NotAsked(f"PAVE_RATE_LIMIT could not be checked ({type(exc).__name__})")
-
     async def one(key: str) -> Outcome:
         async with slots:
             try:
-                if stop := await waited_turn():
+                if stop := await turn():
                     return stop
                 snapshot = await answer(lambda: client.get_session(key))
                 if with_results and snapshot.status == "COMPLETE":
-                    if stop := await waited_turn():
+                    if stop := await turn():
                         return stop
                     results = await answer(lambda: client.get_results(key))
                     snapshot = dataclasses.replace(snapshot, results=results)
