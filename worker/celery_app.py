@@ -26,7 +26,7 @@ from kombu.transport.sqlalchemy import Transport as SQLAlchemyTransport
 from sqlalchemy import Engine, event
 
 from worker.config import MetricsFolder, Settings, get_settings, use_multiprocess_metrics
-from worker.db import engine_for
+from worker.db import engine_for, use_wal
 
 DISPATCH_TASK = "pave_tracker.dispatch_due_polls"
 POLL_TASK = "pave_tracker.poll_sessions"
@@ -47,10 +47,7 @@ class EmbeddedBrokerChannel(SQLAlchemyChannel):
 
         @event.listens_for(engine, "connect")
         def _wal(dbapi_connection: Any, connection_record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA busy_timeout=30000")
-            cursor.close()
+            use_wal(dbapi_connection)
 
         return engine
 

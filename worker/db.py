@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import datetime as dt
+import sqlite3
+import time
 from functools import lru_cache
 from typing import Any, TypeVar
 
@@ -56,6 +58,31 @@ def utcnow() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def use_wal(dbapi_connection: Any, *, busy_seconds: float = 30.0) -> None:
+    """WAL journal mode and a busy timeout on a new SQLite connection.
+
+    Switching a database to WAL needs a moment when no other connection is writing it,
+    and SQLite answers "database is locked" at once instead of waiting: its busy timeout
+    does not cover the switch. Two processes opening a brand-new file together (`run`,
+    and a `track` right after it) met it. So the switch is retried for as long as the
+    busy timeout would have waited.
+    """
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_seconds * 1000)}")
+        deadline = time.monotonic() + busy_seconds
+        while True:
+            try:
+                cursor.execute("PRAGMA journal_mode=WAL")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+                time.sleep(0.05)
+    finally:
+        cursor.close()
+
+
 def _make_sqlite_serializable(engine: Engine) -> None:
     """Take SQLite's write lock at BEGIN, so concurrent writers queue instead of failing.
 
@@ -68,9 +95,8 @@ def _make_sqlite_serializable(engine: Engine) -> None:
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_connection: Any, connection_record: Any) -> None:
         dbapi_connection.isolation_level = None
+        use_wal(dbapi_connection)
         cursor = dbapi_connection.cursor()
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA busy_timeout=30000")
         cursor.execute("PRAGMA foreign_keys=ON")
         cursor.close()
 
