@@ -122,6 +122,27 @@ def test_a_chunked_flood_is_read_only_up_to_the_limit(client: httpx.Client,
     assert client.get("/healthz").json() == {"status": "ok"}  # and the server still answers
 
 
+@pytest.mark.parametrize("path, token", [("/sessions", None), ("/sessions", PUSH_TOKEN),
+                                         ("/pave/callbacks", None), ("/pave/callbacks", TOKEN),
+                                         ("/deliveries/0123456789abcdef/replay", None)])
+@pytest.mark.parametrize("body", [b"not json at all", b'{"session_key": "ABC-1"}'],
+                         ids=["garbage", "json"])
+def test_a_request_without_its_token_is_refused_before_its_body_is_read(
+        client: httpx.Client, app: CountingBodyBytes, path: str, token: str | None,
+        body: bytes) -> None:
+    """401, whatever the body: a body parsed before the token is checked answers 422,
+    which tells a stranger the route exists and costs the server the parse."""
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    chunked = Chunked(body * (4_000_000 // len(body)))
+    for content in (body, chunked):
+        response = client.post(path, headers=headers, content=content)
+        assert response.status_code == 401, response.text
+        assert response.headers["WWW-Authenticate"] == "Bearer"
+    assert app.read == 0
+
+
 async def reads_the_body(receive: Receive) -> None:
     while (await receive()).get("more_body"):
         pass

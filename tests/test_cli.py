@@ -280,6 +280,10 @@ def test_a_big_csv_shows_progress(capsys: pytest.CaptureFixture[str], scratch: P
     [
         (["serve"], {}, "set API_TOKENS"),
         (["serve"], {"API_TOKENS": "short"}, "at least 16 characters"),
+        (["serve"], {"API_TOKENS": "t" * 16, "PAVE_PUSH_TOKEN": "abc"},
+         "bad setting PAVE_PUSH_TOKEN: needs at least 16 characters"),
+        (["run"], {"METRICS_PORT": "9808", "METRICS_HOST": "every interface"},
+         "bad setting METRICS_HOST"),
         (["pave", "register-callbacks", "https://x.example/pave/callbacks"], {},
          "set PAVE_PUSH_TOKEN"),
         (["pave", "register-callbacks", "ftp://x"], {"PAVE_PUSH_TOKEN": "p" * 20}, "bad URL"),

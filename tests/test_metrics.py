@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import ipaddress
+import socket
 import subprocess
 from pathlib import Path
 
@@ -17,6 +19,23 @@ def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
     return {(sample.name, tuple(sorted(sample.labels.items()))): sample.value
             for family in text_string_to_metric_families(text) for sample in family.samples}
+
+
+def own_outward_address() -> str:
+    """This machine's address on its way out (a UDP "connect" sends nothing)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as probe:
+        probe.connect(("192.0.2.1", 9))
+        address: str = probe.getsockname()[0]
+    assert not ipaddress.ip_address(address).is_loopback, "no outward address to test with"
+    return address
+
+
+def reachable(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=2).close()
+    except OSError:
+        return False
+    return True
 
 
 def test_prefork_children_count_into_one_scrape(
@@ -47,6 +66,8 @@ def test_prefork_children_count_into_one_scrape(
         return samples.get(("pave_tracker_transitions_total", (("status", "COMPLETE"),))) == 3
     wait_until(settled, 60, "the metrics never showed three completions")
     samples = scrape(port)
+    # Served on loopback only, by default (METRICS_HOST): no auth, so not on the network.
+    assert reachable("127.0.0.1", port) and not reachable(own_outward_address(), port)
     def metrics_folders() -> list[Path]:
         return list(scratch.glob("pave-tracker-metrics-*"))
 

@@ -171,11 +171,11 @@ def _multiprocess_metrics(**_: Any) -> None:
 @worker_init.connect
 def _serve_metrics(**_: Any) -> None:
     _in_a_worker.set()
-    port = get_settings().metrics_port
-    if port is not None and _metrics:
+    settings = get_settings()
+    if settings.metrics_port is not None and _metrics:
         from worker.metrics import serve_metrics
 
-        serve_metrics(port, _metrics[0].path)
+        serve_metrics(settings.metrics_host, settings.metrics_port, _metrics[0].path)
 
 
 @beat_init.connect

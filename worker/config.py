@@ -8,6 +8,7 @@ a message that names the variable and never repeats the value (it may be a secre
 from __future__ import annotations
 
 import base64
+import ipaddress
 import os
 import tempfile
 from dataclasses import dataclass
@@ -113,6 +114,8 @@ class Settings(BaseSettings):
     pave_tracker_config: str | None = None
     fetch_results: bool = False
     metrics_port: Annotated[int, Field(ge=1, le=65535)] | None = None
+    # Loopback unless told otherwise: the metrics carry no secrets but have no auth either.
+    metrics_host: str = "127.0.0.1"
     api_tokens: Annotated[tuple[SecretStr, ...], NoDecode] = ()
     pave_push_token: SecretStr | None = None
     push_autotrack: bool = False
@@ -157,6 +160,24 @@ class Settings(BaseSettings):
             if any(len(token) < 16 for token in tokens):
                 raise ValueError("each token needs at least 16 characters")
             return tokens
+        return value
+
+    @field_validator("pave_push_token")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # As API_TOKENS: the push endpoint faces the internet.
+        if value is not None and len(value.get_secret_value().strip()) < 16:
+            raise ValueError("needs at least 16 characters")
+        return value
+
+    @field_validator("metrics_host")
+    @classmethod
+    def _ip_address(cls, value: str) -> str:
+        if value != "localhost":
+            try:
+                ipaddress.ip_address(value)
+            except ValueError:
+                raise ValueError("must be an IP address to listen on, or localhost") from None
         return value
 
     @field_validator("delivery_retry_schedule", mode="before")

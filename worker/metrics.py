@@ -40,11 +40,11 @@ OLDEST_DUE = Gauge("pave_tracker_oldest_due_seconds", "Lateness of the most over
                    multiprocess_mode="mostrecent")
 
 
-def serve_metrics(port: int, multiprocess_dir: str) -> None:
-    """Serve /metrics on `port`, summing what every process of this worker wrote."""
+def serve_metrics(host: str, port: int, multiprocess_dir: str) -> None:
+    """Serve /metrics on `host`:`port`, summing what every process of this worker wrote."""
     registry = CollectorRegistry()
     multiprocess.MultiProcessCollector(registry, path=multiprocess_dir)  # type: ignore[no-untyped-call]
-    start_http_server(port, addr="0.0.0.0", registry=registry)
+    start_http_server(port, addr=host, registry=registry)
 
 
 def forget_process(pid: int, multiprocess_dir: str) -> None:

@@ -40,6 +40,7 @@ def create_app(*, settings: Settings, sessions: sessionmaker[Session],
     app.state.settings = settings
     app.state.sessions = sessions
     app.state.enqueue_poll = enqueue_poll
+    app.include_router(operations.public)
     app.include_router(operations.router)
     app.include_router(session_routes.router)
     app.include_router(deliveries.router)

@@ -1,6 +1,13 @@
 """What the routes depend on: create_app's arguments, kept on `app.state`, and the two
 bearer-token checks (https://fastapi.tiangolo.com/tutorial/dependencies/).
 
+The token is checked before the body is read: FastAPI reads and parses a route's body
+before it solves the route's dependencies, so a dependency alone would let anyone make
+the API parse a megabyte (and answer 422, telling them the route exists) without a token.
+Routers that need a token take `route_class=api_token_first` (or `push_token_first`),
+which checks it as the request arrives; the `bearer` dependency beside it only marks the
+routes as secured in /openapi.json.
+
 The getters are `async` though nothing in them waits: FastAPI runs a plain `def`
 dependency in its thread pool, a hop per request for reading an attribute.
 """
@@ -8,10 +15,11 @@ dependency in its thread pool, a hop per request for reading an attribute.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request
+from fastapi import Depends, HTTPException, Request, Response
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 from sqlalchemy.orm import Session, sessionmaker
@@ -44,7 +52,6 @@ async def app_enqueue_poll(request: Request) -> EnqueuePoll:
 SettingsDep = Annotated[Settings, Depends(app_settings)]
 SessionsDep = Annotated[sessionmaker[Session], Depends(app_sessions)]
 EnqueuePollDep = Annotated[EnqueuePoll, Depends(app_enqueue_poll)]
-Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 
 
 def token_matches(credentials: HTTPAuthorizationCredentials | None,
@@ -62,14 +69,41 @@ def unauthorised(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-async def require_api_token(settings: SettingsDep, credentials: Credentials) -> None:
+def check_api_token(settings: Settings, credentials: HTTPAuthorizationCredentials | None
+                    ) -> None:
     """One of API_TOKENS: every endpoint but /healthz and /pave/callbacks."""
     if not token_matches(credentials, settings.api_tokens):
         raise unauthorised("missing or unknown bearer token")
 
 
-async def require_push_token(settings: SettingsDep, credentials: Credentials) -> None:
+def check_push_token(settings: Settings, credentials: HTTPAuthorizationCredentials | None
+                     ) -> None:
     """PAVE_PUSH_TOKEN, and never an API token: /pave/callbacks only."""
     push_tokens = (settings.pave_push_token,) if settings.pave_push_token else ()
     if not token_matches(credentials, push_tokens):
         raise unauthorised("missing or unknown push token")
+
+
+TokenCheck = Callable[[Settings, HTTPAuthorizationCredentials | None], None]
+Handler = Callable[[Request], Coroutine[Any, Any, Response]]
+
+
+def token_first(check: TokenCheck) -> type[APIRoute]:
+    """A route class whose routes run `check` on the bearer token before anything else,
+    the body included (https://fastapi.tiangolo.com/how-to/custom-request-and-route/)."""
+
+    class TokenFirstRoute(APIRoute):
+        def get_route_handler(self) -> Handler:
+            handle: Handler = super().get_route_handler()
+
+            async def check_then_handle(request: Request) -> Response:
+                check(request.app.state.settings, await bearer(request))
+                return await handle(request)
+
+            return check_then_handle
+
+    return TokenFirstRoute
+
+
+api_token_first = token_first(check_api_token)
+push_token_first = token_first(check_push_token)

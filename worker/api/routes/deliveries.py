@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path
 
 from worker.api import schemas
-from worker.api.deps import NEEDS_TOKEN, SessionsDep, require_api_token
+from worker.api.deps import NEEDS_TOKEN, SessionsDep, api_token_first, bearer
 from worker.api.paging import PAGE_SIZE, Limit, Offset, next_offset
 from worker.db import utcnow
 from worker.delivery import outbox
@@ -15,8 +15,8 @@ from worker.delivery.views import DELIVERY_ID, delivery_detail
 from worker.errors import BadInput
 from worker.models import DeliveryState
 
-router = APIRouter(tags=["deliveries"], dependencies=[Depends(require_api_token)],
-                   responses=NEEDS_TOKEN)
+router = APIRouter(tags=["deliveries"], route_class=api_token_first,
+                   dependencies=[Depends(bearer)], responses=NEEDS_TOKEN)
 
 
 @router.get("/deliveries", response_model=schemas.DeliveryPage)

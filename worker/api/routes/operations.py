@@ -6,17 +6,18 @@ from fastapi import APIRouter, Depends, Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from worker.api import schemas
-from worker.api.deps import NEEDS_TOKEN, require_api_token
+from worker.api.deps import NEEDS_TOKEN, api_token_first, bearer
 
-router = APIRouter(tags=["operations"])
+public = APIRouter(tags=["operations"])
+router = APIRouter(tags=["operations"], route_class=api_token_first,
+                   dependencies=[Depends(bearer)], responses=NEEDS_TOKEN)
 
 
-@router.get("/healthz", response_model=schemas.Health)
+@public.get("/healthz", response_model=schemas.Health)
 def healthz() -> schemas.Health:
     return schemas.Health(status="ok")
 
 
-@router.get("/metrics", dependencies=[Depends(require_api_token)], responses=NEEDS_TOKEN,
-            response_class=Response)
+@router.get("/metrics", response_class=Response)
 def metrics() -> Response:
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -7,17 +7,17 @@ import logging
 from fastapi import APIRouter, Depends
 
 from worker.api import schemas
-from worker.api.deps import EnqueuePollDep, SessionsDep, SettingsDep, require_push_token
+from worker.api.deps import EnqueuePollDep, SessionsDep, SettingsDep, bearer, push_token_first
 from worker.db import utcnow
 from worker.tracking.push import lease_for_push
 
 log = logging.getLogger(__name__)
 
-router = APIRouter(tags=["pave"])
+router = APIRouter(tags=["pave"], route_class=push_token_first,
+                   dependencies=[Depends(bearer)])
 
 
 @router.post("/pave/callbacks", response_model=schemas.PushAccepted,
-             dependencies=[Depends(require_push_token)],
              responses={401: {"model": schemas.Problem}})
 def pave_push(push: schemas.PavePush, settings: SettingsDep, sessions: SessionsDep,
               enqueue_poll: EnqueuePollDep) -> schemas.PushAccepted:

@@ -8,7 +8,7 @@ from fastapi import APIRouter, Depends, HTTPException, Path, Query
 from sqlalchemy.orm import Session
 
 from worker.api import schemas
-from worker.api.deps import NEEDS_TOKEN, SessionsDep, require_api_token
+from worker.api.deps import NEEDS_TOKEN, SessionsDep, api_token_first, bearer
 from worker.api.paging import PAGE_SIZE, Limit, Offset, next_offset
 from worker.db import utcnow
 from worker.delivery import outbox
@@ -20,8 +20,8 @@ from worker.tracking.keys import SESSION_KEY_PATTERN
 from worker.tracking.requests import TrackRequest
 from worker.views import session_detail, session_summary
 
-router = APIRouter(tags=["sessions"], dependencies=[Depends(require_api_token)],
-                   responses=NEEDS_TOKEN)
+router = APIRouter(tags=["sessions"], route_class=api_token_first,
+                   dependencies=[Depends(bearer)], responses=NEEDS_TOKEN)
 KEY_IN_PATH = Path(pattern=f"^{SESSION_KEY_PATTERN.pattern}$", examples=["XXX-ABCDE12345"])
 NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": schemas.Problem}}
 
