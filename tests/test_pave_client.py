@@ -2,15 +2,23 @@
 
 import asyncio
 import datetime as dt
+import functools
+import gzip
 import json
 import socket
 import threading
 import time
+import tracemalloc
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import httpx
 import pytest
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from worker.backoff import parse_retry_after
 from worker.errors import (
@@ -22,9 +30,9 @@ from worker.errors import (
     PaveTransportError,
 )
 from worker.pave.auth import PaveCredentials
-from worker.pave.client import PaveClient
+from worker.pave.client import MAX_BODY_BYTES, PaveClient
 from worker.pave.payload import SessionSnapshot
-from worker.pave.simulator import Simulator, scaled
+from worker.pave.simulator import Simulator, scaled, serving
 
 CREDENTIALS = PaveCredentials(api_key="sim-api-key", username="sim-user",
                               api_secret="sim-api-secret")
@@ -331,3 +339,129 @@ def test_no_proxy_is_honoured(monkeypatch: pytest.MonkeyPatch) -> None:
     assert proxy_from_environment("https://api.paveapi.com/v1/") is None
     proxy = proxy_from_environment("https://openapi.paveapi.com/v1/")
     assert proxy is not None and str(proxy.url) == "http://proxy.internal:3128"
+
+
+# -- answers too large to hold (issue #12) ---------------------------------------------
+
+def gzipped(head: bytes, padding: int, tail: bytes) -> bytes:
+    """`head`, `padding` spaces and `tail`, gzipped a megabyte at a time: a bomb of any
+    size without holding it inflated here."""
+    compressor = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    parts = [compressor.compress(head)]
+    for start in range(0, padding, 1_000_000):
+        parts.append(compressor.compress(b" " * min(1_000_000, padding - start)))
+    parts.append(compressor.compress(tail) + compressor.flush())
+    return b"".join(parts)
+
+
+@contextmanager
+def answering(answer: Callable[[Request], Response]) -> Iterator[str]:
+    """PAVE_API_URL of a real server on loopback whose every session answer is `answer`'s."""
+    async def endpoint(request: Request) -> Response:
+        return answer(request)
+
+    with serving(Starlette(routes=[Route("/v1/sessions/{key:path}", endpoint)])) as url:
+        yield f"{url}/v1"
+
+
+def peak_traced_bytes(call: Callable[[], object]) -> int:
+    tracemalloc.start()
+    try:
+        call()
+    finally:
+        _, peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+    return peak
+
+
+@functools.cache
+def gzip_bomb() -> bytes:
+    return gzipped(b'{"session_key": "ABC-1", "status": "IDLE", "pad": "', 50_000_000, b'"}')
+
+
+@pytest.mark.parametrize("status, error", [(200, PaveBadPayload), (503, PaveServerError)])
+def test_a_gzip_bomb_is_never_inflated_past_the_limit(status: int, error: type) -> None:
+    """50 KB of gzip that inflate to 50 MB: refused (or its error status mapped) holding
+    about the limit, not the 50 MB. tracemalloc sees every inflated byte, because the
+    transport has aiohttp pass the body on compressed and Python's zlib inflates it
+    into Python bytes; reading the whole answer first peaked at 100 MB here."""
+    bomb = gzip_bomb()
+    assert len(bomb) < 60_000
+    with answering(lambda request: Response(bomb, status_code=status,
+                                            headers={"Content-Encoding": "gzip"})) as url:
+        def poll() -> None:
+            with pytest.raises(error, match="larger" if status == 200 else "HTTP 503"):
+                fetch(url, "ABC-1")
+
+        peak = peak_traced_bytes(poll)
+    assert peak < 4 * MAX_BODY_BYTES
+
+
+def test_a_long_answer_is_not_read_past_the_limit() -> None:
+    """100 MB with no Content-Length: the client hangs up soon after the limit, so the
+    server gets only that and what the sockets buffer into the wire."""
+    sent = 0
+    piece = b" " * 1_000_000
+
+    def endless(connection: socket.socket) -> None:
+        nonlocal sent
+        connection.sendall(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n")
+        try:
+            for _ in range(100):
+                connection.sendall(b"%x\r\n%s\r\n" % (len(piece), piece))
+                sent += len(piece)
+            connection.sendall(b"0\r\n\r\n")
+        except OSError:
+            pass  # the client hung up, as it should
+
+    with raw_server(endless) as url, pytest.raises(PaveBadPayload, match="larger"):
+        fetch_with_timeout(url, 10)
+    assert sent < 40_000_000
+
+
+def test_a_content_length_over_the_limit_is_refused_before_the_body() -> None:
+    """The body never comes: the header alone is enough to refuse, long before the
+    answer's timeout."""
+    def announce(connection: socket.socket) -> None:
+        connection.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n{"
+                           % (MAX_BODY_BYTES + 1))
+        connection.settimeout(5)
+        try:
+            connection.recv(1)  # until the client hangs up
+        except OSError:
+            pass
+
+    started = time.monotonic()
+    with raw_server(announce) as url, pytest.raises(PaveBadPayload, match="larger"):
+        fetch_with_timeout(url, 5)
+    assert time.monotonic() - started < 3
+
+
+def test_a_gzip_answer_under_the_limit_is_read() -> None:
+    """Close to the limit once inflated, on the real transport; gzip is asked for."""
+    seen: list[str | None] = []
+    body = gzipped(b'{"session_key": "ABC-1", "status": "COMPLETE", "pad": "',
+                   MAX_BODY_BYTES - 100, b'"}')
+
+    def answer(request: Request) -> Response:
+        seen.append(request.headers.get("Accept-Encoding"))
+        return Response(body, headers={"Content-Encoding": "gzip",
+                                       "Content-Type": "application/json"})
+
+    with answering(answer) as url:
+        assert fetch(url, "ABC-1").status == "COMPLETE"
+    assert seen == ["gzip"]
+
+
+@pytest.mark.parametrize(
+    "body, encoding, reason",
+    [(gzip.compress(b'{"session_key": "ABC-1", "status": "IDLE"}')[:-12] + b"garbage!" * 4,
+      "gzip", "not valid gzip"),
+     (b'{"session_key": "ABC-1", "status": "IDLE"}', "br", "encoding we did not ask for")],
+    ids=["corrupt gzip", "brotli unasked"],
+)
+def test_an_answer_we_cannot_inflate_is_a_bad_payload(body: bytes, encoding: str,
+                                                      reason: str) -> None:
+    with answering(lambda request: Response(body, headers={"Content-Encoding": encoding})
+                   ) as url, pytest.raises(PaveBadPayload, match=reason):
+        fetch(url, "ABC-1")

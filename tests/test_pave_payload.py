@@ -1,5 +1,6 @@
 import datetime as dt
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -7,7 +8,15 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from worker.errors import PaveBadPayload
-from worker.pave.payload import parse_integer, parse_session, parse_timestamp
+from worker.pave.payload import (
+    LENIENT_PARSE_MAX_BYTES,
+    TRAILING_COMMA_BUDGET,
+    loads_without_trailing_commas,
+    parse_integer,
+    parse_results,
+    parse_session,
+    parse_timestamp,
+)
 
 SAMPLE = (Path(__file__).parent / "pave_sample_session.json").read_bytes()
 
@@ -122,3 +131,67 @@ def test_any_json_object_gives_a_session_or_a_bad_payload(document: dict[str, ob
         return
     assert snapshot.status == str(document["status"]).strip()
     assert snapshot.vehicle is None or isinstance(snapshot.vehicle, dict)
+
+
+# -- the lenient parse, bounded (issue #12) --------------------------------------------
+
+LIST_OF_ONES = b"1," * 48_000  # 96 KB
+
+
+def test_a_large_answer_only_json5_could_read_is_refused() -> None:
+    """98 KB with one quirk that only JSON5 reads (a single-quoted key): JSON5 took 5 to
+    9 s over it, in the event loop, and read it."""
+    answer = b'{"session_key": "ABC-1", "status": "IDLE", "pad": [' + LIST_OF_ONES + b"1], 'x': 1}"
+    assert 95_000 < len(answer) < 100_000
+    with pytest.raises(PaveBadPayload, match="too large for the lenient parse"):
+        parse_session(answer)
+
+
+def test_trailing_commas_are_mended_at_any_size() -> None:
+    answer = b'{"session_key": "ABC-1", "status": "IDLE", "pad": [' + LIST_OF_ONES + b"],}"
+    assert len(answer) > LENIENT_PARSE_MAX_BYTES
+    assert parse_session(answer).status == "IDLE"
+
+
+def with_trailing_commas(document: object) -> str:
+    """`document` as JSON with a comma after the last item of every object and array."""
+    return re.sub(r"([^\[{,\s])(?=\n\s*[}\]])", r"\1,", json.dumps(document, indent=1))
+
+
+def test_results_with_a_trailing_comma_in_every_object_are_read() -> None:
+    """Each comma mended costs a strict parse up to it, so there is a limit (below); a
+    few hundred in a document of 10 KB are well within it."""
+    results = {"inspection": {"worst_grade": 3},
+               "photos": [{"id": n, "url": f"https://x/{n}.jpg", "tags": ["a", "b"]}
+                          for n in range(100)]}
+    text = with_trailing_commas(results)
+    assert len(re.findall(r",\s*[}\]]", text)) > 200 and len(text) > LENIENT_PARSE_MAX_BYTES
+    assert parse_results(text) == results
+
+
+def test_commas_inside_strings_are_left_alone() -> None:
+    text = '{"a": "x,}", "b": ["y, ]", "\\",]", "\\\\",],}'
+    assert loads_without_trailing_commas(text) == {"a": "x,}", "b": ["y, ]", '",]', "\\"]}
+
+
+@pytest.mark.parametrize("text", ["[,]", "{,}", "[1,,]", '{"a": 1,,}', '{"a": 1, "b"}'])
+def test_only_commas_after_a_value_are_mended(text: str) -> None:
+    with pytest.raises(ValueError):
+        loads_without_trailing_commas(text)
+
+
+def test_mending_stops_at_its_budget() -> None:
+    """Each comma costs a parse up to it: commas far into a large answer are mended only
+    while the characters re-parsed stay within the budget."""
+    pad = '{"pad": "' + " " * (TRAILING_COMMA_BUDGET // 3) + '", "a": '
+    assert loads_without_trailing_commas(pad + "[[1,],]}")["a"] == [[1]]
+    with pytest.raises(ValueError):
+        loads_without_trailing_commas(pad + "[[[[1,],],],]}")
+    with pytest.raises(PaveBadPayload, match="too large for the lenient parse"):
+        parse_results(pad + "[[[[1,],],],]}")
+
+
+def test_a_small_answer_with_other_quirks_still_gets_json5() -> None:
+    answer = b"{session_key: 'ABC-1', status: 'IDLE', // JSON5, not JSON\n}"
+    assert len(answer) < LENIENT_PARSE_MAX_BYTES
+    assert parse_session(answer).status == "IDLE"

@@ -339,9 +339,13 @@ def demo(session_count: int, keep_running: bool) -> None:
 
 
 @cli.command()
-@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="Beyond loopback (127.0.0.0/8, ::1, localhost) only with --api-key and "
+                   "--api-secret of your own.")
 @click.option("--port", default=8765, show_default=True, type=click.IntRange(0, 65535))
-@click.option("--api-key", default="sim-api-key", show_default=True)
+@click.option("--api-key", default="sim-api-key", show_default=True,
+              help="Published, like the other defaults: give your own to listen beyond "
+                   "loopback. Also guards /_simulator/ when not the default.")
 @click.option("--username", default="sim-user", show_default=True)
 @click.option("--api-secret", default="sim-api-secret", show_default=True)
 @click.option("--api-token", default=None, help="Also accept this static API-Token.")
@@ -352,21 +356,45 @@ def demo(session_count: int, keep_running: bool) -> None:
               help="Lifecycle steps take 1/SPEED of their scripted seconds.")
 def simulate(host: str, port: int, api_key: str, username: str, api_secret: str,
              api_token: str | None, session_count: int, speed: float) -> None:
-    """Serve the PAVE simulator (GET /v1/sessions/{key}) for integrators' own tests."""
+    """Serve the PAVE simulator (GET /v1/sessions/{key}) for integrators' own tests.
+
+    It listens beyond loopback only with credentials of your own: an --api-key and an
+    --api-secret that are neither empty nor the defaults printed here. --api-token alone
+    is not enough, since tokens signed with the published secret would still be
+    accepted. With a key of your own, the control API (/_simulator/) asks for it in the
+    API-Key header too. Callbacks registered with the simulator must point at this
+    machine.
+    """
     import uvicorn
 
-    from worker.pave.simulator import LIFECYCLES, Simulator, scaled
+    from worker.pave.simulator import (
+        DEFAULT_API_KEY,
+        DEFAULT_API_SECRET,
+        LIFECYCLES,
+        Simulator,
+        is_loopback_host,
+        scaled,
+    )
 
+    own_credentials = (api_key not in {"", DEFAULT_API_KEY}
+                       and api_secret not in {"", DEFAULT_API_SECRET})
+    if not is_loopback_host(host) and not own_credentials:
+        # Before anything binds: with the published credentials anyone who can reach
+        # the port could script sessions and register callbacks.
+        raise BadInput(f"--host {host[:80]!r} is beyond loopback: give --api-key and "
+                       "--api-secret of your own (not the defaults) to listen there")
     simulator = Simulator(api_key=api_key, username=username, api_secret=api_secret,
                           api_token=api_token)
     names = list(LIFECYCLES)
+    # --sessions' upper bound leaves the control API room under Simulator.max_sessions.
     for number in range(1, session_count + 1):
         # Each lifecycle starts at the session's first poll, however late that comes.
         simulator.add_session(f"SIM-{number:05d}",
                               scaled(names[(number - 1) % len(names)], 1 / speed),
                               starts_on_first_request=True)
+    control = "" if simulator.control_api_open else " (with your API-Key header)"
     click.echo(f"PAVE simulator on http://{host}:{port}/v1 — script sessions with "
-               f"PUT /_simulator/sessions/KEY; see README", err=True)
+               f"PUT /_simulator/sessions/KEY{control}; see README", err=True)
     try:
         uvicorn.run(simulator.app, host=host, port=port, log_level="warning", lifespan="off")
     finally:

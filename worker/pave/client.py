@@ -10,6 +10,7 @@ import asyncio
 import datetime as dt
 import urllib.parse
 import urllib.request
+import zlib
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
@@ -33,6 +34,10 @@ from worker.pave.payload import SessionSnapshot, parse_results, parse_session
 
 MAX_BODY_BYTES = 2_000_000
 USER_AGENT = "pave-tracker"
+# Only what `read_body` can inflate under its limit: without this aiohttp would offer
+# deflate (and br, once Brotli is installed) on our behalf.
+ACCEPT_ENCODING = "gzip"
+_GZIP_WBITS = zlib.MAX_WBITS | 16
 
 
 class PaveClient:
@@ -83,18 +88,20 @@ class PaveClient:
 
     async def get_session(self, session_key: str) -> SessionSnapshot:
         """`GET /sessions/{key}`; raises a `PaveError` subclass for anything but a session."""
-        response = await self._get(f"sessions/{session_key}")
-        return parse_session(response.content, expected_key=session_key)
+        body = await self._get(f"sessions/{session_key}")
+        return parse_session(body, expected_key=session_key)
 
     async def get_results(self, session_key: str) -> dict[str, Any]:
         """`GET /sessions/{key}/results`: PAVE's inspection results, once COMPLETE."""
-        response = await self._get(f"sessions/{session_key}/results")
-        return parse_results(response.content)
+        body = await self._get(f"sessions/{session_key}/results")
+        return parse_results(body)
 
-    async def _get(self, path: str) -> httpx.Response:
+    async def _get(self, path: str) -> bytes:
+        """The body of a 2xx answer to `GET path`, decoded; any other answer raises."""
         request = httpx.Request(
             "GET", self._base_url + path,
             headers={"User-Agent": USER_AGENT, "Accept": "application/json",
+                     "Accept-Encoding": ACCEPT_ENCODING,
                      **self._credentials.headers(self._clock())},
             extensions={"timeout": self._timeouts},
         )
@@ -104,7 +111,11 @@ class PaveClient:
             async with asyncio.timeout(self._timeout):
                 response = await self._transport.handle_async_request(request)
                 try:
-                    await response.aread()
+                    # An error's body is never read: its status and headers say it all.
+                    # Closing it unread costs its connection only when the body had not
+                    # arrived yet (aiohttp keeps a connection whose body is complete).
+                    raise_for_pave_status(response)
+                    return await read_body(response, limit=MAX_BODY_BYTES)
                 finally:
                     await response.aclose()
         except TimeoutError:
@@ -116,10 +127,51 @@ class PaveClient:
             raise PaveTransportError(f"no answer ({type(exc).__name__}: {exc})") from None
         except aiohttp.ClientError as exc:  # what httpx-aiohttp does not translate
             raise PaveTransportError(f"bad answer ({type(exc).__name__}: {exc})") from None
-        raise_for_pave_status(response)
-        if len(response.content) > MAX_BODY_BYTES:
-            raise PaveBadPayload(f"answer larger than {MAX_BODY_BYTES} bytes")
-        return response
+
+
+async def read_body(response: httpx.Response, *, limit: int) -> bytes:
+    """The body, gzip undone, refused with `PaveBadPayload` as soon as it passes `limit`.
+
+    The count is of inflated bytes and zlib is told never to give more than fits, so a
+    gzip bomb holds no more memory than a plain answer at the limit. httpx's own decoding
+    (`aiter_bytes`) cannot promise that: it inflates each 16 KB chunk whole, up to ~16 MB.
+    """
+    too_large = f"answer larger than {limit} bytes"
+    length = response.headers.get("Content-Length", "")
+    if length.isdecimal() and int(length) > limit:
+        raise PaveBadPayload(too_large)
+    try:
+        body = response.content  # an answer made in memory (MockTransport) is read already
+    except httpx.ResponseNotRead:
+        pass
+    else:
+        if len(body) > limit:
+            raise PaveBadPayload(too_large)
+        return body
+
+    encoding = response.headers.get("Content-Encoding", "").strip().lower()
+    if encoding not in ("", "identity", "gzip", "x-gzip"):
+        raise PaveBadPayload(f"answer in an encoding we did not ask for: {encoding[:40]}")
+    inflater = zlib.decompressobj(_GZIP_WBITS) if encoding.endswith("gzip") else None
+    received = bytearray()
+    try:
+        async for chunk in response.aiter_raw():
+            if inflater is None:
+                received += chunk
+            else:
+                pending = chunk
+                while pending and len(received) <= limit:
+                    received += inflater.decompress(pending, limit + 1 - len(received))
+                    pending = inflater.unconsumed_tail
+            if len(received) > limit:
+                raise PaveBadPayload(too_large)
+        if inflater is not None:
+            received += inflater.flush()
+    except zlib.error as exc:
+        raise PaveBadPayload(f"answer is not valid gzip ({exc})") from None
+    if len(received) > limit:
+        raise PaveBadPayload(too_large)
+    return bytes(received)
 
 
 def proxy_from_environment(url: str) -> httpx.Proxy | None:

@@ -8,9 +8,25 @@ odometer as a string with a comma, no vehicle until the VIN is captured, and (pe
 session) the sample's trailing comma.
 
 Tests and integrators script it through a small control API under `/_simulator/`
-(no authentication; it exists only in the simulator), or in-process through
-`Simulator.add_session()`. Every answer it gives to a session poll is logged, so a test
-can compare what the tracker recorded with what it was served.
+(it exists only in the simulator), or in-process through `Simulator.add_session()`.
+Every answer it gives to a session poll is logged, so a test can compare what the
+tracker recorded with what it was served.
+
+What it will do for a stranger is bounded, since `simulate` can listen beyond loopback:
+
+- The control API is open while the simulator uses the published default API key
+  (asking for a key printed in `--help` would guard nothing), and asks for the
+  simulator's own key in the `API-Key` header, as PAVE's endpoints do, as soon as it
+  has a key of its own. `simulate` serves beyond loopback only with a key (and secret)
+  of the operator's own, so there the control API is never open.
+- Callbacks registered through `/v1/callbacks` must point at this machine (an IP literal
+  in 127.0.0.0/8, ::1, or the name `localhost`; nothing is looked up in DNS), so the
+  pusher cannot be made to POST chosen headers anywhere else. It follows no redirects.
+  PUSH_EVENTS bounds the callbacks: one per event.
+- Bodies of the control and callback APIs are read to MAX_BODY_BYTES at most (413
+  beyond). Lifecycles have at most MAX_LIFECYCLE_STEPS finite steps and keys at most
+  MAX_KEY_LENGTH characters; the control API stores no session past `max_sessions`
+  (MAX_SESSIONS unless given; 507 beyond), counting the sessions scripted in-process.
 """
 
 from __future__ import annotations
@@ -18,7 +34,9 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import hmac
+import ipaddress
 import json
+import math
 import random
 import threading
 import time
@@ -37,6 +55,24 @@ from starlette.routing import Route
 from worker.pave.auth import TIMESTAMP_FORMAT, sign_token
 
 TOKEN_LIFETIME = dt.timedelta(minutes=5)
+# The credentials `simulate --help` prints. Anyone can read them, so they protect nothing
+# beyond loopback.
+DEFAULT_API_KEY = "sim-api-key"
+DEFAULT_USERNAME = "sim-user"
+DEFAULT_API_SECRET = "sim-api-secret"
+# Room for `simulate --sessions` (at most 100,000) and as many again through the control
+# API; the benchmark scripts 100,000 in-process and adds a few hundred over HTTP.
+MAX_SESSIONS = 200_000
+# A lifecycle or a callback registration is a few hundred bytes.
+MAX_BODY_BYTES = 4096
+# With the body limit, these keep a stored session to about 8 KB at worst (1.2 KB for a
+# six-step lifecycle; measured with tracemalloc), so MAX_SESSIONS bounds memory to under
+# 2 GB. The longest scripted lifecycle has 6 steps; PAVE's keys are short.
+MAX_LIFECYCLE_STEPS = 32
+MAX_KEY_LENGTH = 128
+# A step longer than this (or NaN, or infinite) would overflow the datetime arithmetic in
+# every later poll and kill the pusher; `null` is how a status stays for good.
+MAX_STEP_SECONDS = 366 * 24 * 3600.0
 FAULT_KINDS = ("rate_limited", "server_error", "html", "half_json", "timeout", "auth")
 PUSH_EVENTS = ("SESSION:STATUS_CHANGE", "SESSION:COMPLETE", "SESSION:STAGE_CHANGE",
                "SESSION:SMS_PROCESS", "SESSION:NOTE_INSERT")
@@ -81,6 +117,23 @@ SAMPLE_VEHICLE: dict[str, Any] = {
 def scaled(name: str, factor: float) -> list[Step]:
     return [(status, None if seconds is None else seconds * factor)
             for status, seconds in LIFECYCLES[name]]
+
+
+def is_loopback_host(host: str) -> bool:
+    """An IP literal in 127.0.0.0/8 or ::1, or the name `localhost`. Nothing is looked up
+    in DNS: any other name counts as beyond loopback, whatever it resolves to."""
+    if host.lower() == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def secrets_match(given: str, expected: str) -> bool:
+    """In constant time; as bytes, since compare_digest refuses non-ASCII str (a header
+    Starlette decoded from Latin-1 would raise instead of failing)."""
+    return hmac.compare_digest(given.encode(), expected.encode())
 
 
 def pave_time(moment: dt.datetime) -> str:
@@ -194,18 +247,80 @@ def render(body: dict[str, Any], *, trailing_comma: bool) -> bytes:
     return text.encode()
 
 
+class _BodyTooLarge(Exception):
+    """A request body over MAX_BODY_BYTES; answered 413 where it is read."""
+
+
+async def read_json(request: Request) -> Any:
+    """The body as JSON, reading no more than MAX_BODY_BYTES of it: a chunked body says
+    no Content-Length, so the bytes are counted as they arrive."""
+    declared = request.headers.get("Content-Length", "")
+    if declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise _BodyTooLarge
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > MAX_BODY_BYTES:
+            raise _BodyTooLarge
+    return json.loads(body)
+
+
+def too_large() -> Response:
+    return JSONResponse({"message": f"request body over {MAX_BODY_BYTES} bytes"},
+                        status_code=413)
+
+
+def lifecycle_from(steps: Any) -> list[Step]:
+    """A control API lifecycle, [[status, seconds or null], ...], checked; ValueError,
+    KeyError or TypeError when it is not one."""
+    lifecycle = [(str(status), None if seconds is None else float(seconds))
+                 for status, seconds in steps]
+    if not 1 <= len(lifecycle) <= MAX_LIFECYCLE_STEPS:
+        raise ValueError(f"a lifecycle has 1 to {MAX_LIFECYCLE_STEPS} steps")
+    for _, seconds in lifecycle:
+        if seconds is not None and not (math.isfinite(seconds)
+                                        and 0 <= seconds <= MAX_STEP_SECONDS):
+            raise ValueError(f"a step lasts 0 to {MAX_STEP_SECONDS:.0f} seconds, "
+                             "or null for good")
+    return lifecycle
+
+
+def loopback_callback_url(url: Any) -> bool:
+    """An http(s) URL whose host is loopback, as httpx (the pusher's client) parses it:
+    `http://127.0.0.1@elsewhere/` is elsewhere's."""
+    try:
+        parsed = httpx.URL(url) if isinstance(url, str) else None
+    except httpx.InvalidURL:
+        return False
+    return parsed is not None and parsed.scheme in {"http", "https"} \
+        and is_loopback_host(parsed.host)
+
+
+def header_map(headers: Any) -> dict[str, str] | None:
+    """The callback's custom headers, or None unless they are ASCII strings: anything
+    else makes httpx raise outside HTTPError, in the pusher thread, and stops it."""
+    if headers is None:
+        return {}
+    if not isinstance(headers, dict) or not all(
+            isinstance(part, str) and part.isascii()
+            for pair in headers.items() for part in pair):
+        return None
+    return dict(headers)
+
+
 class Simulator:
     """PAVE's session endpoint with scripted sessions. Thread-safe."""
 
     def __init__(
         self,
         *,
-        api_key: str = "sim-api-key",
-        username: str = "sim-user",
-        api_secret: str | None = "sim-api-secret",
+        api_key: str = DEFAULT_API_KEY,
+        username: str = DEFAULT_USERNAME,
+        api_secret: str | None = DEFAULT_API_SECRET,
         api_token: str | None = None,
         fault_rate: float = 0.0,
         fault_delay: float = 2.0,
+        max_sessions: int = MAX_SESSIONS,
     ) -> None:
         # Faults, for chaos runs: each session poll fails this often, with a kind drawn
         # evenly from FAULT_KINDS; a "timeout" answers only after `fault_delay` seconds.
@@ -217,11 +332,17 @@ class Simulator:
         self.username = username
         self.api_secret = api_secret
         self.api_token = api_token
+        # The published key guards nothing, so asking for it would only break what
+        # scripts the simulator on loopback; a key of the operator's own guards the
+        # control API too, wherever the simulator listens.
+        self.control_api_open = api_key == DEFAULT_API_KEY
+        self.max_sessions = max_sessions
         self._sessions: dict[str, SimulatedSession] = {}
         self._unknown_served: dict[str, list[Served]] = {}
         self._lock = threading.Lock()
         self.rejected_auth = 0
-        self.callbacks: dict[str, dict[str, Any]] = {}  # PAVE's push registrations
+        # PAVE's push registrations: one per event of PUSH_EVENTS, so at most five.
+        self.callbacks: dict[str, dict[str, Any]] = {}
         self.pushed: list[tuple[float, str, str]] = []  # (time.time(), key, event)
         self._pusher: threading.Thread | None = None
         self._stop_pushing = threading.Event()
@@ -282,7 +403,7 @@ class Simulator:
         timestamp = headers.get("API-Timestamp")
         if not key or not token or not timestamp:
             return False
-        if not hmac.compare_digest(key, self.api_key):
+        if not secrets_match(key, self.api_key):
             return False
         try:
             sent = dt.datetime.strptime(timestamp, TIMESTAMP_FORMAT).replace(tzinfo=dt.UTC)
@@ -293,9 +414,9 @@ class Simulator:
         if self.api_secret is not None:
             expected = sign_token(username=self.username, api_key=self.api_key,
                                   api_secret=self.api_secret, timestamp=timestamp)
-            if hmac.compare_digest(token, expected):
+            if secrets_match(token, expected):
                 return True
-        return self.api_token is not None and hmac.compare_digest(token, self.api_token)
+        return self.api_token is not None and secrets_match(token, self.api_token)
 
     def _refuse(self, request: Request, now: dt.datetime) -> Response | None:
         """PAVE's 401 for a request without valid credentials; None when they are good."""
@@ -303,6 +424,15 @@ class Simulator:
             return None
         with self._lock:
             self.rejected_auth += 1
+        return JSONResponse({"message": "Unauthenticated."}, status_code=401)
+
+    def _refuse_control(self, request: Request) -> Response | None:
+        """401 for a control API request without the simulator's own API-Key; None when
+        the control API is open or the key is right. Not counted in `rejected_auth`,
+        which counts refused PAVE requests."""
+        key = request.headers.get("API-Key")
+        if self.control_api_open or (key is not None and secrets_match(key, self.api_key)):
+            return None
         return JSONResponse({"message": "Unauthenticated."}, status_code=401)
 
     # -- HTTP -----------------------------------------------------------------------
@@ -377,14 +507,23 @@ class Simulator:
         if refused := self._refuse(request, dt.datetime.now(dt.UTC)):
             return refused
         try:
-            body = await request.json()
+            body = await read_json(request)
             if not isinstance(body, dict) or body.get("event") not in PUSH_EVENTS \
                     or not str(body.get("url", "")).startswith(("http://", "https://")):
                 raise ValueError
+        except _BodyTooLarge:
+            return too_large()
         except ValueError:
             return JSONResponse({"message": "event and url are required"}, status_code=422)
-        return {"event": body["event"], "url": body["url"],
-                "headers": dict(body.get("headers") or {})}
+        if not loopback_callback_url(body["url"]):
+            return JSONResponse({"message": "url must be on this machine: 127.0.0.0/8, "
+                                 "[::1] or localhost; the simulator pushes nowhere else"},
+                                status_code=422)
+        headers = header_map(body.get("headers"))
+        if headers is None:
+            return JSONResponse({"message": "headers must map ASCII names to ASCII values"},
+                                status_code=422)
+        return {"event": body["event"], "url": body["url"], "headers": headers}
 
     async def _list_callbacks(self, request: Request) -> Response:
         if refused := self._refuse(request, dt.datetime.now(dt.UTC)):
@@ -438,7 +577,8 @@ class Simulator:
 
     def _push_until_closed(self) -> None:
         """Push each status change to the registered URLs, as PAVE would."""
-        with httpx.Client(timeout=5) as client:
+        # No redirects: a loopback receiver must not send the pusher elsewhere.
+        with httpx.Client(timeout=5, follow_redirects=False) as client:
             while not self._stop_pushing.is_set():
                 now = dt.datetime.now(dt.UTC)
                 with self._lock:
@@ -468,24 +608,43 @@ class Simulator:
                 self._stop_pushing.wait(0.05)  # returns at once when close() sets it
 
     async def _put_session(self, request: Request) -> Response:
+        if refused := self._refuse_control(request):
+            return refused
         key = request.path_params["key"]
+        if len(key) > MAX_KEY_LENGTH:
+            return JSONResponse({"message": f"a session key has at most {MAX_KEY_LENGTH} "
+                                 "characters"}, status_code=400)
         try:
-            spec = await request.json()
-            lifecycle = [(str(status), None if seconds is None else float(seconds))
-                         for status, seconds in spec["lifecycle"]]
-            session = self.add_session(
-                key,
-                lifecycle,
+            spec = await read_json(request)
+            session = SimulatedSession(
+                session_key=key,
+                lifecycle=lifecycle_from(spec["lifecycle"]),
+                created_at=dt.datetime.now(dt.UTC),
                 not_found_for=float(spec.get("not_found_for", 0)),
                 trailing_comma=bool(spec.get("trailing_comma", False)),
             )
+        except _BodyTooLarge:
+            return too_large()
         except (ValueError, KeyError, TypeError) as exc:
             return JSONResponse({"message": f"bad lifecycle: {exc}"}, status_code=400)
+        with self._lock:
+            full = key not in self._sessions and len(self._sessions) >= self.max_sessions
+            if not full:
+                self._sessions[key] = session
+        if full:
+            # 507 Insufficient Storage: the server cannot store it. Not 429, since no
+            # wait makes room (sessions are never removed), nor 409, since nothing about
+            # this key conflicts; a PUT that replaces a stored key still succeeds.
+            return JSONResponse({"message": f"the simulator holds {self.max_sessions} "
+                                 "sessions, its limit; replace one or start another"},
+                                status_code=507)
         # When its lifecycle's clock started: a test can tell when each step begins.
         return JSONResponse({"session_key": key, "created_at": pave_time(session.created_at)},
                             status_code=201)
 
     async def _get_served(self, request: Request) -> Response:
+        if refused := self._refuse_control(request):
+            return refused
         key = request.path_params["key"]
         answers = self.served(key)
         return JSONResponse({
