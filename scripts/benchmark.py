@@ -170,7 +170,7 @@ def load_sessions(database_url: str, *, total: int, due: int, status: str) -> No
     or later; written in one statement, as a dealer group's table would look."""
     with psycopg.connect(database_url, autocommit=True) as db:
         db.execute("TRUNCATE tracked_sessions, events, deliveries, delivery_attempts, "
-                   "status_changes, pave_account RESTART IDENTITY CASCADE")
+                   "status_changes, account_pauses RESTART IDENTITY CASCADE")
         db.execute(
             """
             INSERT INTO tracked_sessions (session_key, tracking, status, user_metadata,

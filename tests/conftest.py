@@ -57,10 +57,21 @@ def require_local_services(redis_url: str, what: str) -> None:
         unavailable(f"{what} needs local PostgreSQL and Redis: {exc}")
 
 
+@pytest.fixture(autouse=True)
+def open_gates() -> Iterator[None]:
+    """A gate a test closed (a 401 or 429 in this process) stays closed for its pause:
+    no later test inherits it."""
+    from worker.pave.gate import forget_gates
+
+    yield
+    forget_gates()
+
+
 @pytest.fixture
 def settings_from_scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
     """The process's own settings, read afresh in an empty folder with no database,
     broker or target variables set (for code that reads `get_settings()` itself)."""
+    from worker.accounts import get_accounts
     from worker.config import get_settings
     from worker.delivery.target_config import get_targets
 
@@ -70,9 +81,11 @@ def settings_from_scratch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> It
         monkeypatch.delenv(name, raising=False)
     get_settings.cache_clear()
     get_targets.cache_clear()
+    get_accounts.cache_clear()
     yield tmp_path
     get_settings.cache_clear()
     get_targets.cache_clear()
+    get_accounts.cache_clear()
 
 
 def make_settings(database_url: str, **overrides: Any) -> Settings:
@@ -106,7 +119,7 @@ def postgres_url() -> str:
 
 
 _migrated: set[str] = set()
-TABLES = ("dispatch_state, pave_account, delivery_attempts, deliveries, events, "
+TABLES = ("dispatch_state, account_pauses, delivery_attempts, deliveries, events, "
           "status_changes, tracked_sessions")
 
 
@@ -116,7 +129,9 @@ def fresh_database(url: str) -> str:
         settings = make_settings(url)
         engine = engine_for(url)
         with engine.begin() as connection:
-            connection.execute(text(f"DROP TABLE IF EXISTS {TABLES}, alembic_version CASCADE"))
+            # pave_account: the table migration 0007 replaced, in a database left older.
+            connection.execute(text(f"DROP TABLE IF EXISTS {TABLES}, pave_account, "
+                                    "alembic_version CASCADE"))
         upgrade_database(settings)
         _migrated.add(url)
     with engine_for(url).begin() as connection:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from sqlalchemy.orm import Session, sessionmaker
@@ -32,6 +32,11 @@ def add_session(db: Session, key: str, **fields: Any) -> TrackedSession:
     db.add(tracked)
     db.flush()
     return tracked
+
+
+def all_keys(keys_by_account: Mapping[str, Sequence[str]]) -> list[str]:
+    """Every key a poll batch asks about, whatever its account (a fake `fetch`'s input)."""
+    return [key for keys in keys_by_account.values() for key in keys]
 
 
 class Clock:

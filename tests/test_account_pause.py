@@ -6,17 +6,17 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import pytest
 from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.conftest import make_settings
-from tests.helpers import Clock, add_session, tick
+from tests.helpers import Clock, add_session, all_keys, tick
 from worker.config import Settings
 from worker.errors import PaveAuthError, PaveRateLimited
-from worker.models import PaveAccount, TrackedSession
+from worker.models import AccountPause, TrackedSession
 from worker.pave.fetching import NotAsked, Outcome
 from worker.pave.payload import SessionSnapshot
 from worker.tracking.account import account_paused_until, pause_account
@@ -25,7 +25,8 @@ from worker.tracking.push import PushOutcome, lease_for_push
 
 
 def answering(outcome_for: dict[str, Outcome], asked: list[str] | None = None):  # type: ignore[no-untyped-def]
-    def fetch(keys: Sequence[str]) -> dict[str, Outcome]:
+    def fetch(keys_by_account: Mapping[str, Sequence[str]]) -> dict[str, Outcome]:
+        keys = all_keys(keys_by_account)
         if asked is not None:
             asked.extend(keys)
         return {key: outcome_for.get(key, SessionSnapshot(session_key=key, status="IDLE"))
@@ -64,7 +65,7 @@ def test_a_429_pauses_every_session_and_spends_no_budget(
     assert rows["ABC-2"].next_poll_at is not None
     assert rows["ABC-2"].next_poll_at >= start + dt.timedelta(seconds=1.0)
     with sessions() as db:
-        account = db.scalars(select(PaveAccount)).one()
+        account = db.scalars(select(AccountPause)).one()
     assert account.pause_reason == "PAVE asked to slow down (429)"
 
     clock.advance(0.3)  # the others are due again, but the account is paused
@@ -107,7 +108,7 @@ def test_a_batch_handed_out_before_the_pause_asks_nothing(
     sent = tick(sessions, settings, clock)
     assert len(sent) == 3
     with sessions.begin() as db:
-        until = pause_account(db=db, until=clock.now + dt.timedelta(seconds=30),
+        until = pause_account(db=db, account="default", until=clock.now + dt.timedelta(seconds=30),
                               reason="PAVE asked to slow down (429)")
     asked: list[str] = []
     for ids, token in sent:
@@ -153,11 +154,11 @@ def test_a_push_asks_nothing_while_the_account_is_paused(
     clock = Clock()
     with sessions.begin() as db:
         add_session(db, "ABC-1", next_poll_at=clock.now + dt.timedelta(seconds=600))
-        until = pause_account(db=db, until=clock.now + dt.timedelta(seconds=60),
+        until = pause_account(db=db, account="default", until=clock.now + dt.timedelta(seconds=60),
                               reason="PAVE asked to slow down (429)")
     with sessions.begin() as db:
-        outcome, lease = lease_for_push(db=db, session_key="ABC-1", now=clock.now,
-                                        lease_seconds=30, autotrack=False)
+        outcome, lease = lease_for_push(db=db, account="default", session_key="ABC-1",
+                                        now=clock.now, lease_seconds=30, autotrack=False)
     assert outcome is PushOutcome.PAUSED and lease is None
     row = by_key(sessions)["ABC-1"]
     assert row.next_poll_at == until and row.lease_token is None
@@ -166,12 +167,16 @@ def test_a_push_asks_nothing_while_the_account_is_paused(
 def test_a_longer_pause_is_never_shortened(sessions: sessionmaker[Session]) -> None:
     now = Clock().now
     with sessions.begin() as db:
-        pause_account(db=db, until=now + dt.timedelta(seconds=60), reason="long")
-        kept = pause_account(db=db, until=now + dt.timedelta(seconds=5), reason="short")
+        pause_account(db=db, account="default", until=now + dt.timedelta(seconds=60),
+                      reason="long")
+        kept = pause_account(db=db, account="default", until=now + dt.timedelta(seconds=5),
+                             reason="short")
     assert kept == now + dt.timedelta(seconds=60)
     with sessions() as db:
-        assert account_paused_until(db=db, now=now) == now + dt.timedelta(seconds=60)
-        assert account_paused_until(db=db, now=now + dt.timedelta(seconds=61)) is None
+        assert account_paused_until(db=db, account="default",
+                                    now=now) == now + dt.timedelta(seconds=60)
+        assert account_paused_until(db=db, account="default",
+                                    now=now + dt.timedelta(seconds=61)) is None
 
 
 def wait_for_a_lock_wait(url: str) -> None:
@@ -205,12 +210,13 @@ def test_two_first_pauses_at_once_both_commit(pg_url: str) -> None:
     errors: list[Exception] = []
     first = sessions()
     first.begin()
-    pause_account(db=first, until=now + dt.timedelta(seconds=10), reason="first")
+    pause_account(db=first, account="default", until=now + dt.timedelta(seconds=10), reason="first")
 
     def second() -> None:
         try:
             with sessions.begin() as db:
-                pause_account(db=db, until=now + dt.timedelta(seconds=20), reason="second")
+                pause_account(db=db, account="default",
+                              until=now + dt.timedelta(seconds=20), reason="second")
         except Exception as exc:  # reported by the assertion below
             errors.append(exc)
 
@@ -222,7 +228,8 @@ def test_two_first_pauses_at_once_both_commit(pg_url: str) -> None:
     thread.join(timeout=10)
     assert errors == []
     with sessions() as db:
-        assert account_paused_until(db=db, now=now) == now + dt.timedelta(seconds=20)
+        assert account_paused_until(db=db, account="default",
+                                    now=now) == now + dt.timedelta(seconds=20)
 
 
 def test_keys_stopped_by_the_gate_alone_wait_for_it_too(
@@ -241,4 +248,5 @@ def test_keys_stopped_by_the_gate_alone_wait_for_it_too(
     assert row.next_poll_at is not None
     assert row.next_poll_at >= clock.now + dt.timedelta(seconds=30)
     with sessions() as db:
-        assert account_paused_until(db=db, now=clock.now) is None  # not in the database
+        # Not in the database:
+        assert account_paused_until(db=db, account="default", now=clock.now) is None

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 import schemathesis
 from hypothesis import HealthCheck, given, settings
+from schemathesis.specs.openapi.checks import positive_data_acceptance
 
 from tests.conftest import make_settings
 from worker.api.app import create_app
@@ -51,6 +52,9 @@ def test_no_server_errors_and_every_response_in_the_schema(api_url: str, label: 
     @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck),
               database=None)
     def check(case: schemathesis.Case) -> None:
-        case.call_and_validate(headers={"Authorization": f"Bearer {TOKEN}"})
+        # Some rules no JSON Schema says (one e-mail address, an account that exists) turn
+        # schema-valid bodies away with 422; every 422 must still match the schema.
+        case.call_and_validate(headers={"Authorization": f"Bearer {TOKEN}"},
+                               excluded_checks=[positive_data_acceptance])
 
     check()

@@ -8,6 +8,7 @@ import pytest
 
 from tests.conftest import make_settings
 from tests.receivers import SECRET, Sink, smtp_server
+from worker.accounts import get_accounts, load_accounts
 from worker.check import Finding, run_checks
 from worker.config import Settings
 from worker.delivery.targets import EmailTarget, HookTarget, Target, WebhookTarget
@@ -15,7 +16,8 @@ from worker.pave.simulator import serving
 
 
 def findings(settings: Settings, *targets: Target) -> dict[str, Finding]:
-    return {finding.what: finding for finding in run_checks(settings, tuple(targets))}
+    return {finding.what: finding
+            for finding in run_checks(settings, load_accounts(settings), tuple(targets))}
 
 
 def test_everything_reachable(pg_url: str, redis_url: str, simulator_url: str) -> None:
@@ -32,7 +34,7 @@ def test_everything_reachable(pg_url: str, redis_url: str, simulator_url: str) -
                           *targets)
     assert all(finding.ok for finding in result.values()), result
     assert "migrated" in result["database"].detail
-    assert "404" in result["PAVE"].detail
+    assert "404" in result["PAVE account default"].detail
     assert "token=abc" not in result["target dms (webhook)"].detail
     assert "logged in" in result["target mail (email)"].detail
     assert sink.received == []  # check sends nothing
@@ -53,9 +55,9 @@ def test_every_failure_is_a_clear_line(tmp_path: Path, simulator_url: str) -> No
         )
     assert result["database"].ok  # SQLite migrates itself on first use
     failed = {what: finding.detail for what, finding in result.items() if not finding.ok}
-    assert set(failed) == {"broker", "PAVE", "target down (webhook)", "target mail (email)",
-                           "target gone (hook)"}
-    assert "refused the credentials" in failed["PAVE"]
+    assert set(failed) == {"broker", "PAVE account default", "target down (webhook)",
+                           "target mail (email)", "target gone (hook)"}
+    assert "refused the credentials" in failed["PAVE account default"]
     assert "Connection refused" in failed["target down (webhook)"]
     assert "cannot load" in failed["target gone (hook)"]
     assert all("\n" not in detail and "wrong-secret" not in detail and "nope" not in detail
@@ -93,10 +95,11 @@ def test_check_command_exits_1_on_failure(
     monkeypatch.setenv("PAVE_API_URL", "http://127.0.0.1:9/v1")
     get_settings.cache_clear()
     get_targets.cache_clear()
+    get_accounts.cache_clear()
     with pytest.raises(SystemExit) as exited:
         main(["check"])
     get_settings.cache_clear()
     out, err = capsys.readouterr()
     assert exited.value.code == exit_status
-    assert "FAIL  PAVE: transport" in out and "ok    database" in out
+    assert "FAIL  PAVE account default: transport" in out and "ok    database" in out
     assert "1 check(s) failed" in err

@@ -9,6 +9,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from worker.accounts import get_accounts
 from worker.cli import main
 from worker.config import get_settings
 from worker.delivery.target_config import get_targets
@@ -22,6 +23,7 @@ def scratch(settings_from_scratch: Path) -> Path:
 def cli(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
     get_settings.cache_clear()
     get_targets.cache_clear()
+    get_accounts.cache_clear()
     with pytest.raises(SystemExit) as exited:
         main(list(args))
     out, err = capsys.readouterr()
@@ -50,7 +52,9 @@ def test_track_list_show_untrack(capsys: pytest.CaptureFixture[str], scratch: Pa
     rows = json.loads(out)
     assert [row["session_key"] for row in rows] == ["ABC-1", "ABC-2"]
     assert rows[0]["metadata"] == {"dealer": "Main St", "email": "jane@example.com"}
-    assert set(rows[0]) == {"session_key", "status", "tracking", "inspect_started_at",
+    assert rows[0]["account"] == "default" and rows[0]["dealer_name"] is None
+    assert set(rows[0]) == {"session_key", "account", "dealer_name", "status", "tracking",
+                            "inspect_started_at",
                             "inspect_ended_at", "vehicle", "metadata", "polls",
                             "last_polled_at", "next_poll_at", "last_error"}
     status, out, _ = cli(capsys, "show", "ABC-1", "--json")

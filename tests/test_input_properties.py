@@ -12,6 +12,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from sqlalchemy import create_engine, func, select
 
+from worker.accounts import get_accounts
 from worker.cli import main
 from worker.config import get_settings
 from worker.delivery.target_config import get_targets
@@ -86,6 +87,7 @@ def test_any_command_line_gives_a_result_or_exit_2(
     before = _count(database)
     get_settings.cache_clear()
     get_targets.cache_clear()
+    get_accounts.cache_clear()
     with pytest.raises(SystemExit) as exited:
         main([command, *args])
     _, err = capsys.readouterr()

@@ -4,13 +4,13 @@ import datetime as dt
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.conftest import make_settings
-from tests.helpers import add_session
+from tests.helpers import add_session, all_keys
 from worker.db import utcnow
 from worker.delivery.targets import HookTarget
 from worker.models import Delivery, Event, StatusChange, TrackedSession
@@ -25,7 +25,8 @@ HOOK = HookTarget(name="hook", callable="x:y", events=["session.status_changed"]
 def lease(sessions: sessionmaker[Session], now: dt.datetime, limit: int = 1000,
           seconds: float = 60) -> tuple[str, list[int]]:
     with sessions.begin() as db:
-        return lease_due_sessions(db=db, now=now, limit=limit, lease_seconds=seconds)
+        token, leased = lease_due_sessions(db=db, now=now, limit=limit, lease_seconds=seconds)
+    return token, [row_id for row_id, _ in leased]
 
 
 def test_only_due_active_sessions_are_leased_oldest_first(
@@ -67,7 +68,7 @@ def test_a_batch_is_claimed_once(sessions: sessionmaker[Session]) -> None:
     with sessions.begin() as db:
         _, again = claim_leased_sessions(db=db, ids=ids, lease_token=token, now=now,
                                          lease_seconds=60)
-    assert [key for _, key in claimed] == ["ABC-1"] and again == []
+    assert [key for _, key, _ in claimed] == ["ABC-1"] and again == []
 
 
 def test_two_dispatchers_at_once_never_lease_a_session_twice(
@@ -100,9 +101,9 @@ def test_two_dispatchers_at_once_never_lease_a_session_twice(
     assert sum(1 for leased in results if leased) >= 2  # they really ran side by side
 
 
-def fake_fetch(status: str) -> Callable[[Sequence[str]], dict[str, Outcome]]:
-    def fetch(keys: Sequence[str]) -> dict[str, Outcome]:
-        return {key: SessionSnapshot(session_key=key, status=status) for key in keys}
+def fake_fetch(status: str) -> Callable[[Mapping[str, Sequence[str]]], dict[str, Outcome]]:
+    def fetch(asked: Mapping[str, Sequence[str]]) -> dict[str, Outcome]:
+        return {key: SessionSnapshot(session_key=key, status=status) for key in all_keys(asked)}
     return fetch
 
 
@@ -118,9 +119,9 @@ def test_a_poll_message_delivered_twice_polls_and_records_once(
     assert len(sent) == 1
     fetched: list[str] = []
 
-    def counting_fetch(keys: Sequence[str]) -> dict[str, Outcome]:
-        fetched.extend(keys)
-        return fake_fetch("IDLE")(keys)
+    def counting_fetch(asked: Mapping[str, Sequence[str]]) -> dict[str, Outcome]:
+        fetched.extend(all_keys(asked))
+        return fake_fetch("IDLE")(asked)
 
     reports = []
     barrier = threading.Barrier(2)
@@ -155,10 +156,10 @@ def test_a_poll_that_outlived_its_lease_records_nothing(
         add_session(db, "ABC-1")
     token, ids = lease(sessions, utcnow(), seconds=20)
 
-    def slow_fetch(keys: Sequence[str]) -> dict[str, Outcome]:
+    def slow_fetch(asked: Mapping[str, Sequence[str]]) -> dict[str, Outcome]:
         # While this worker waits on PAVE, its lease runs out and another takes over.
         lease(sessions, utcnow() + dt.timedelta(seconds=21))
-        return fake_fetch("COMPLETE")(keys)
+        return fake_fetch("COMPLETE")(asked)
 
     report = poll_leased_sessions(ids=ids, lease_token=token, sessions=sessions,
                                   settings=settings, fetch=slow_fetch, rng=random.Random(0))
@@ -192,7 +193,7 @@ def test_a_session_given_back_unasked_keeps_its_place_in_line(
     (ids, token), = sent
     report = poll_leased_sessions(ids=ids, lease_token=token, sessions=sessions,
                                   settings=settings, clock=clock,
-                                  fetch=lambda keys: {key: TOO_LATE for key in keys})
+                                  fetch=lambda asked: {key: TOO_LATE for key in all_keys(asked)})
     assert report.released == 1 and report.recorded == 0
     with sessions() as db:
         tracked = db.get(TrackedSession, unlucky)
@@ -215,9 +216,9 @@ def test_a_batch_asks_its_sessions_in_no_set_order(
                        enqueue=lambda ids, token: sent.append((ids, token)))
     asked: list[list[str]] = []
 
-    def fetch(keys: Sequence[str]) -> dict[str, Outcome]:
-        asked.append(list(keys))
-        return fake_fetch("IDLE")(keys)
+    def fetch(keys_by_account: Mapping[str, Sequence[str]]) -> dict[str, Outcome]:
+        asked.append(all_keys(keys_by_account))
+        return fake_fetch("IDLE")(keys_by_account)
 
     (ids, token), = sent
     poll_leased_sessions(ids=ids, lease_token=token, sessions=sessions, settings=settings,

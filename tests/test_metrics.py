@@ -14,6 +14,8 @@ from tests.processes import TRACKER, command, stop, tracker_env, wait_until
 from tests.receivers import free_port
 from worker.pave.simulator import Simulator
 
+DEFAULT = ("account", "default")
+
 
 def scrape(port: int) -> dict[tuple[str, tuple[tuple[str, str], ...]], float]:
     text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5).text
@@ -63,7 +65,8 @@ def test_prefork_children_count_into_one_scrape(
             samples = scrape(port)
         except httpx.HTTPError:
             return False
-        return samples.get(("pave_tracker_transitions_total", (("status", "COMPLETE"),))) == 3
+        completions = ("pave_tracker_transitions_total", (DEFAULT, ("status", "COMPLETE")))
+        return samples.get(completions) == 3
     wait_until(settled, 60, "the metrics never showed three completions")
     samples = scrape(port)
     # Served on loopback only, by default (METRICS_HOST): no auth, so not on the network.
@@ -74,9 +77,9 @@ def test_prefork_children_count_into_one_scrape(
     assert len(metrics_folders()) == 1
     stop(process)
     assert metrics_folders() == []  # made as the worker started, removed as it stopped
-    assert samples[("pave_tracker_transitions_total", (("status", "IDLE"),))] == 3
-    assert samples[("pave_tracker_polls_total", (("outcome", "ok"),))] >= 6
-    assert samples[("pave_tracker_polls_total", (("outcome", "not_found"),))] >= 1
+    assert samples[("pave_tracker_transitions_total", (DEFAULT, ("status", "IDLE")))] == 3
+    assert samples[("pave_tracker_polls_total", (DEFAULT, ("outcome", "ok")))] >= 6
+    assert samples[("pave_tracker_polls_total", (DEFAULT, ("outcome", "not_found")))] >= 1
     assert samples[("pave_tracker_poll_seconds_count", ())] >= 7
     assert ("pave_tracker_due_sessions", ()) in samples
     assert ("pave_tracker_oldest_due_seconds", ()) in samples

@@ -58,3 +58,29 @@ def test_workers_share_one_budget_through_redis(redis_url: str) -> None:
     # Eight each fits one worker's own 10/s at once; sixteen against one shared 10/s
     # budget cannot.
     assert elapsed >= 0.5
+
+
+def test_each_account_has_a_budget_of_its_own(redis_url: str) -> None:
+    """North's own `rate_limit`, and the default account's PAVE_RATE_LIMIT, counted apart in
+    the same Redis: north using its whole budget takes nothing of the default's."""
+    from pydantic import SecretStr
+
+    from worker.accounts import Account
+
+    settings = make_settings("sqlite://", pave_rate_limit=10, redis_url=redis_url)
+    north = Account(name="north", api_url="http://127.0.0.1:9/v1", api_key=SecretStr("k"),
+                    api_token=SecretStr("t"), rate_limit=10)
+    default_limit, north_limit = rate_limit_from(settings), rate_limit_from(settings, north)
+    assert default_limit is not None and north_limit is not None
+    assert north_limit.keys != default_limit.keys
+    unlimited = Account(name="south", api_url="http://127.0.0.1:9/v1", api_key=SecretStr("k"),
+                        api_token=SecretStr("t"))
+    assert rate_limit_from(settings, unlimited) is None  # PAVE_RATE_LIMIT is default's only
+
+    async def run() -> float:
+        await acquire_all([north_limit], 10)  # north's whole second
+        started = time.monotonic()
+        await acquire_all([default_limit], 10)  # the default's, untouched
+        return time.monotonic() - started
+
+    assert asyncio.run(run()) < 0.5

@@ -9,7 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session, sessionmaker
 
 from tests.conftest import make_settings
-from tests.helpers import Clock, add_session, tick
+from tests.helpers import Clock, add_session, all_keys, tick
 from worker.delivery.targets import HookTarget
 from worker.models import Event, TrackedSession, Tracking
 from worker.pave.payload import SessionSnapshot
@@ -73,7 +73,7 @@ def test_messages_that_only_waited_in_the_broker_count_for_nothing(
     (ids, token), = sent  # the last message, reached after its lease ran out
     report = poll_leased_sessions(
         ids=ids, lease_token=token, sessions=sessions, settings=settings, clock=clock,
-        fetch=lambda keys: {k: SessionSnapshot(k, "STARTED") for k in keys})
+        fetch=lambda asked: {k: SessionSnapshot(k, "STARTED") for k in all_keys(asked)})
     assert report.recorded == 1
     tracked = one(sessions)
     assert tracked.status == "STARTED" and tracked.unfinished_polls == 0
@@ -112,7 +112,8 @@ def test_a_finished_poll_resets_the_count(
     (ids, token), = tick(sessions, settings, clock, [HOOK])
     poll_leased_sessions(ids=ids, lease_token=token, sessions=sessions, settings=settings,
                          clock=clock,
-                         fetch=lambda keys: {k: SessionSnapshot(k, "IDLE") for k in keys})
+                         fetch=lambda asked: {k: SessionSnapshot(k, "IDLE")
+                                              for k in all_keys(asked)})
     tracked = one(sessions)
     assert tracked.unfinished_polls == 0 and tracked.tracking is Tracking.ACTIVE
 
@@ -127,8 +128,8 @@ def test_a_push_is_counted_when_its_poll_is_claimed(sessions: sessionmaker[Sessi
         add_session(db, "POISON-1", lease_token="left-by-a-dead-worker",
                     leased_until=clock.now - dt.timedelta(seconds=1), unfinished_polls=1)
     with sessions.begin() as db:
-        outcome, lease = lease_for_push(db=db, session_key="POISON-1", now=clock.now,
-                                        lease_seconds=30, autotrack=False)
+        outcome, lease = lease_for_push(db=db, account="default", session_key="POISON-1",
+                                        now=clock.now, lease_seconds=30, autotrack=False)
     assert outcome is PushOutcome.POLLING and lease is not None
     assert one(sessions).unfinished_polls == 1
     session_id, token = lease

@@ -218,10 +218,11 @@ def _close_poll_runtimes() -> None:
 def _our_logging(loglevel: str | int | None = None, **_: Any) -> None:
     """Celery leaves logging alone when this signal has a receiver: ours is JSON or
     console lines with secrets redacted (`worker.logs`)."""
+    from worker.accounts import get_accounts
     from worker.delivery.target_config import get_targets
     from worker.logs import configure_logging
 
-    configure_logging(get_settings(), get_targets(), level=loglevel)
+    configure_logging(get_settings(), get_targets(), accounts=get_accounts(), level=loglevel)
 
 
 @worker_process_init.connect

@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from kombu import Connection
 
+from worker.accounts import DEFAULT_ACCOUNT, Account, Accounts
 from worker.config import Settings
 from worker.delivery.email import parse_smtp_url, smtp_session
 from worker.delivery.hooks import resolve_hook
@@ -35,10 +36,13 @@ class Finding:
     detail: str
 
 
-def run_checks(settings: Settings, targets: tuple[Target, ...]) -> Iterator[Finding]:
+def run_checks(settings: Settings, accounts: Accounts,
+               targets: tuple[Target, ...]) -> Iterator[Finding]:
     yield _guarded("database", lambda: check_database(settings))
     yield _guarded("broker", lambda: check_broker(settings))
-    yield _guarded("PAVE", lambda: check_pave(settings))
+    for account in accounts:
+        yield _guarded(f"PAVE account {account.name}",
+                       partial(check_pave, settings, account))
     for target in targets:
         yield _guarded(f"target {target.name} ({target.kind})", partial(check_target, target))
 
@@ -72,22 +76,24 @@ def check_broker(settings: Settings) -> str:
     return kind
 
 
-def check_pave(settings: Settings) -> str:
+def check_pave(settings: Settings, account: Account) -> str:
     key = f"pave-tracker-check-{uuid.uuid4().hex[:12]}"
 
     async def ask() -> None:
-        async with PaveClient(base_url=settings.pave_api_url,
-                              credentials=credentials_from(settings),
+        async with PaveClient(base_url=account.api_url,
+                              credentials=credentials_from(account),
                               timeout=min(settings.pave_timeout, TIMEOUT)) as client:
             await client.get_session(key)
 
     try:
         asyncio.run(ask())
     except PaveNotFound:
-        return f"credentials accepted by {settings.pave_api_url} (an unknown key answered 404)"
+        return f"credentials accepted by {account.api_url} (an unknown key answered 404)"
     except PaveAuthError as exc:
-        raise RuntimeError(f"{exc}: check PAVE_API_KEY and PAVE_USERNAME/PAVE_API_SECRET "
-                           "or PAVE_API_TOKEN") from None
+        where = ("PAVE_API_KEY and PAVE_USERNAME/PAVE_API_SECRET or PAVE_API_TOKEN"
+                 if account.name == DEFAULT_ACCOUNT else
+                 f"the variables [[account]] {account.name!r} names")
+        raise RuntimeError(f"{exc}: check {where}") from None
     except PaveError as exc:
         raise RuntimeError(exc.describe()) from None
     raise RuntimeError(f"PAVE answered a session for {key}, which should not exist")

@@ -16,6 +16,7 @@ import click
 from sqlalchemy.exc import DBAPIError, OperationalError
 from sqlalchemy.orm import Session
 
+from worker.accounts import DEFAULT_ACCOUNT, get_accounts
 from worker.config import Settings, get_settings
 from worker.db import session_factory, utcnow
 from worker.delivery import outbox
@@ -28,6 +29,7 @@ from worker.tracking import service
 from worker.tracking.keys import validate_session_key
 from worker.tracking.requests import (
     TrackRequest,
+    assign_accounts,
     merge_requests,
     parse_meta_option,
     read_csv_requests,
@@ -72,22 +74,28 @@ def cli() -> None:
 @click.option("--meta", multiple=True, metavar="NAME=VALUE", help="Metadata for every key.")
 @click.option("--email", metavar="ADDR", help="Shorthand for --meta email=ADDR.")
 @click.option("--file", "csv_file", type=click.Path(path_type=Path),
-              help="CSV with a session_key column; other columns become metadata.")
+              help="CSV with a session_key column (and an optional account column); other "
+                   "columns become metadata.")
+@click.option("--account", metavar="NAME",
+              help="The PAVE account the keys belong to; needed when there are several.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
 def track(keys: tuple[str, ...], meta: tuple[str, ...], email: str | None,
-          csv_file: Path | None, as_json: bool) -> None:
+          csv_file: Path | None, account: str | None, as_json: bool) -> None:
     """Start tracking session KEYS (idempotent)."""
     metadata = dict(parse_meta_option(pair) for pair in meta)
     if email is not None:
         metadata["email"] = email
     metadata = validate_metadata(metadata)
-    requests = [TrackRequest(validate_session_key(key), dict(metadata)) for key in keys]
+    requests = [TrackRequest(validate_session_key(key), dict(metadata), account=account)
+                for key in keys]
     if csv_file is not None:
         for request in read_csv_requests(csv_file):
             request.metadata = {**metadata, **request.metadata}
+            request.account = request.account or account
             requests.append(request)
     if not requests:
         raise BadInput("nothing to track: give session keys or --file")
+    requests = assign_accounts(requests, get_accounts())
 
     settings = get_settings()
     unique = len(merge_requests(requests))
@@ -116,21 +124,27 @@ def untrack(keys: tuple[str, ...]) -> None:
 @cli.command(name="list")
 @click.option("--tracking", type=click.Choice([state.value for state in Tracking]))
 @click.option("--status", help="PAVE status, as PAVE sends it (e.g. COMPLETE).")
+@click.option("--account", metavar="NAME", help="One PAVE account's sessions only.")
 @click.option("--limit", type=click.IntRange(min=1), help="At most this many sessions.")
 @click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
-def list_command(tracking: str | None, status: str | None, limit: int | None,
-                 as_json: bool) -> None:
+def list_command(tracking: str | None, status: str | None, account: str | None,
+                 limit: int | None, as_json: bool) -> None:
     """Tracked sessions, oldest first."""
     settings = get_settings()
+    accounts = get_accounts()
+    if account is not None:
+        accounts.named(account)
     with database(settings) as db:
         sessions = service.list_sessions(
-            db=db, tracking=Tracking(tracking) if tracking else None, status=status, limit=limit
+            db=db, tracking=Tracking(tracking) if tracking else None, status=status,
+            accounts=[account] if account is not None else None, limit=limit,
         )
-        rows = [session_summary(tracked) for tracked in sessions]
+        rows = [session_summary(tracked, dealer_name=accounts.dealer_names.get(tracked.account))
+                for tracked in sessions]
     if as_json:
         print_json(rows)
         return
-    print_rows(rows, [("session_key", "SESSION"), ("status", "STATUS"),
+    print_rows(rows, [("session_key", "SESSION"), ("account", "ACCOUNT"), ("status", "STATUS"),
                       ("tracking", "TRACKING"), ("polls", "POLLS"),
                       ("last_polled_at", "LAST POLL"), ("next_poll_at", "NEXT POLL"),
                       ("last_error", "LAST ERROR")])
@@ -160,12 +174,14 @@ def show(key: str, as_json: bool) -> None:
         history = service.session_history(db=db, session_id=tracked.id)
         deliveries = [delivery_summary(delivery, event, key) for delivery, event, key
                       in outbox.list_deliveries(db=db, session_id=tracked.id)]
-        detail = session_detail(tracked, history, deliveries=deliveries)
+        detail = session_detail(tracked, history, deliveries=deliveries,
+                                dealer_name=get_accounts().dealer_names.get(tracked.account))
     if as_json:
         print_json(detail)
         return
-    for name in ("session_key", "status", "tracking", "inspect_started_at",
-                 "inspect_ended_at", "polls", "last_polled_at", "next_poll_at", "last_error"):
+    for name in ("session_key", "account", "dealer_name", "status", "tracking",
+                 "inspect_started_at", "inspect_ended_at", "polls", "last_polled_at",
+                 "next_poll_at", "last_error"):
         click.echo(f"{name + ':':<20}{'-' if detail[name] is None else detail[name]}")
     vehicle = detail["vehicle"] or {}
     described = " ".join(str(vehicle[part]) for part in ("year", "make", "model", "vin")
@@ -231,7 +247,7 @@ def check() -> None:
 
     settings = get_settings()
     failed = 0
-    for finding in run_checks(settings, get_targets()):
+    for finding in run_checks(settings, get_accounts(), get_targets()):
         mark = "ok  " if finding.ok else "FAIL"
         click.echo(f"{mark}  {finding.what}: {finding.detail}")
         failed += not finding.ok
@@ -264,11 +280,14 @@ def upgrade() -> None:
 def run(concurrency: int, pool: str, loglevel: str) -> None:
     """Run the worker and the beat in one process."""
     settings = get_settings()
-    targets = get_targets()  # a bad target configuration stops here, not at the first event
+    # A bad account or target stops here, not at the first poll or event.
+    accounts = get_accounts()
+    targets = get_targets()
     ensure_schema(settings)
     from worker.celery_app import app
 
-    click.echo(f"{PROG}: {len(targets)} callback target(s): "
+    click.echo(f"{PROG}: {len(accounts)} PAVE account(s): {', '.join(accounts.names)}; "
+               f"{len(targets)} callback target(s): "
                f"{', '.join(t.name for t in targets) or 'none'}", err=True)
 
     # Threads by default: polls wait on the network, not the CPU, and a prefork pool's
@@ -294,14 +313,15 @@ def serve(host: str, port: int) -> None:
     from worker.logs import configure_logging
 
     settings = get_settings()
+    accounts = get_accounts()
     targets = get_targets()
-    if not settings.api_tokens:
+    if not settings.api_tokens and not any(account.api_tokens for account in accounts):
         raise BadInput("set API_TOKENS (comma-separated, 16+ characters each) to serve the API")
     ensure_schema(settings)
-    configure_logging(settings, targets)
+    configure_logging(settings, targets, accounts=accounts)
 
     app = create_app(settings=settings, sessions=session_factory(settings.database_url),
-                     enqueue_poll=send_poll)
+                     enqueue_poll=send_poll, accounts=accounts)
     uvicorn.run(app, host=host, port=port, log_config=None, access_log=False)
 
 
@@ -312,16 +332,24 @@ def pave() -> None:
 
 @pave.command(name="register-callbacks")
 @click.argument("url")
-def register_callbacks(url: str) -> None:
+@click.option("--account", metavar="NAME",
+              help="The PAVE account to register for; needed when there are several. Its "
+                   "push URL is /pave/callbacks/NAME (/pave/callbacks for default).")
+def register_callbacks(url: str, account: str | None) -> None:
     """Ask PAVE to push status changes to URL (this tracker's /pave/callbacks)."""
     from worker.pave.callbacks import PUSH_EVENTS, register_push_callbacks
 
     settings = get_settings()
     if not url.startswith(("https://", "http://")):
         raise BadInput(f"bad URL {url[:80]!r}: expected http(s)://…/pave/callbacks")
-    if settings.pave_push_token is None:
-        raise BadInput("set PAVE_PUSH_TOKEN first: PAVE sends it back with every push")
-    for event, how in register_push_callbacks(settings, url):
+    accounts = get_accounts()
+    chosen = accounts.named(accounts.for_tracking(account))
+    if chosen.push_token is None:
+        raise BadInput("set PAVE_PUSH_TOKEN first: PAVE sends it back with every push"
+                       if chosen.name == DEFAULT_ACCOUNT else
+                       f"give [[account]] {chosen.name!r} a push_token_env first: PAVE "
+                       "sends it back with every push")
+    for event, how in register_push_callbacks(settings, chosen, url):
         click.echo(f"{event}: {how}")
     click.echo(f"PAVE will push {', '.join(PUSH_EVENTS)} to {url}")
 
@@ -354,8 +382,13 @@ def demo(session_count: int, keep_running: bool) -> None:
                    "starting at its first poll.")
 @click.option("--speed", default=1.0, type=click.FloatRange(min=0.001),
               help="Lifecycle steps take 1/SPEED of their scripted seconds.")
+@click.option("--account", "extra_accounts", multiple=True,
+              metavar="NAME:API_KEY:USERNAME:API_SECRET",
+              help="Another PAVE account (a dealer group's store), repeatable; its sessions "
+                   "are scripted with the control API's \"account\" field.")
 def simulate(host: str, port: int, api_key: str, username: str, api_secret: str,
-             api_token: str | None, session_count: int, speed: float) -> None:
+             api_token: str | None, session_count: int, speed: float,
+             extra_accounts: tuple[str, ...]) -> None:
     """Serve the PAVE simulator (GET /v1/sessions/{key}) for integrators' own tests.
 
     It listens beyond loopback only with credentials of your own: an --api-key and an
@@ -385,6 +418,13 @@ def simulate(host: str, port: int, api_key: str, username: str, api_secret: str,
                        "--api-secret of your own (not the defaults) to listen there")
     simulator = Simulator(api_key=api_key, username=username, api_secret=api_secret,
                           api_token=api_token)
+    for spec in extra_accounts:
+        name, key, user, secret = (spec.split(":", 3) + ["", "", ""])[:4]
+        try:
+            simulator.add_account(name, api_key=key, username=user, api_secret=secret or None)
+        except ValueError as exc:
+            raise BadInput(f"bad --account {name[:40]!r}: {exc} (NAME:API_KEY:USERNAME:"
+                           "API_SECRET)") from None
     names = list(LIFECYCLES)
     # --sessions' upper bound leaves the control API room under Simulator.max_sessions.
     for number in range(1, session_count + 1):

@@ -46,6 +46,7 @@ EVENT_TYPES = (
     "tracking.gave_up",
 )
 DEFAULT_EVENTS = ["session.completed"]
+MIN_TOKEN_LENGTH = 16
 
 
 def check_events(events: list[str]) -> list[str]:
@@ -55,6 +56,20 @@ def check_events(events: list[str]) -> list[str]:
     if not events:
         raise ValueError("needs at least one event")
     return events
+
+
+def check_http_url(url: str) -> str:
+    """An http(s) URL, without its trailing slash."""
+    if not url.startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return url.rstrip("/")
+
+
+def check_token_length(token: str) -> str:
+    """A bearer token long enough not to be guessed (API and push tokens alike)."""
+    if len(token) < MIN_TOKEN_LENGTH:
+        raise ValueError(f"needs at least {MIN_TOKEN_LENGTH} characters")
+    return token
 
 
 def check_webhook_secret(secret: str) -> str:
@@ -157,8 +172,8 @@ class Settings(BaseSettings):
     def _split_tokens(cls, value: object) -> object:
         if isinstance(value, str):
             tokens = tuple(part.strip() for part in value.split(",") if part.strip())
-            if any(len(token) < 16 for token in tokens):
-                raise ValueError("each token needs at least 16 characters")
+            for token in tokens:
+                check_token_length(token)
             return tokens
         return value
 
@@ -166,8 +181,8 @@ class Settings(BaseSettings):
     @classmethod
     def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
         # As API_TOKENS: the push endpoint faces the internet.
-        if value is not None and len(value.get_secret_value().strip()) < 16:
-            raise ValueError("needs at least 16 characters")
+        if value is not None:
+            check_token_length(value.get_secret_value().strip())
         return value
 
     @field_validator("metrics_host")
@@ -208,9 +223,7 @@ class Settings(BaseSettings):
     @field_validator("pave_api_url")
     @classmethod
     def _http_url(cls, value: str) -> str:
-        if not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        return value.rstrip("/")
+        return check_http_url(value)
 
     @field_validator("database_url")
     @classmethod

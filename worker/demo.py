@@ -5,6 +5,10 @@ the `standardwebhooks` package) on loopback, a real `pave-tracker run` worker on
 embedded database and broker in a temporary folder, tracks a set of simulated sessions
 with short, varied lifecycles, shows them moving and their callbacks arriving, prints a
 summary and cleans everything up: no process and no file is left behind.
+
+The sessions belong to two stores of a dealer group, two PAVE accounts with credentials
+of their own (one signs each request with its secret, the other sends a static token),
+set up the way an operator would: `[[account]]` tables, secrets in variables.
 """
 
 from __future__ import annotations
@@ -54,6 +58,48 @@ class DemoSession:
     key: str
     lifecycle: list[Step] | None  # None: PAVE never heard of it
     expected_event: str
+
+
+@dataclass(frozen=True)
+class DemoStore:
+    account: str
+    dealer_name: str
+    api_key: str
+    username: str | None  # with a secret, each request is signed; else a static token
+    secret: str
+
+
+def demo_stores() -> list[DemoStore]:
+    return [DemoStore("north", "North Toyota", "demo-north-key", "north-toyota",
+                      base64.b16encode(os.urandom(16)).decode()),
+            DemoStore("south", "South Honda", "demo-south-key", None,
+                      base64.b16encode(os.urandom(16)).decode())]
+
+
+def accounts_file(stores: list[DemoStore]) -> str:
+    """The `[[account]]` tables an operator would write: secrets only through variables."""
+    tables = []
+    for store in stores:
+        prefix = store.account.upper()
+        lines = [f'name = "{store.account}"', f'dealer_name = "{store.dealer_name}"',
+                 f'api_key_env = "{prefix}_PAVE_API_KEY"']
+        if store.username:
+            lines += [f'username = "{store.username}"',
+                      f'api_secret_env = "{prefix}_PAVE_API_SECRET"']
+        else:
+            lines.append(f'api_token_env = "{prefix}_PAVE_API_TOKEN"')
+        tables.append("[[account]]\n" + "\n".join(lines) + "\n")
+    return "# the demo's two stores; its only target is WEBHOOK_URL\n" + "\n".join(tables)
+
+
+def store_variables(stores: list[DemoStore]) -> dict[str, str]:
+    values = {}
+    for store in stores:
+        prefix = store.account.upper()
+        values[f"{prefix}_PAVE_API_KEY"] = store.api_key
+        kind = "API_SECRET" if store.username else "API_TOKEN"
+        values[f"{prefix}_PAVE_{kind}"] = store.secret
+    return values
 
 
 def demo_sessions(count: int) -> list[DemoSession]:
@@ -132,12 +178,14 @@ def rows(settings: Settings) -> list[TrackedSession]:
 
 
 def render_table(sessions: list[TrackedSession], received: dict[str, list[str]],
-                 elapsed: float) -> Table:
+                 elapsed: float, stores: dict[str, str]) -> Table:
     table = Table(title=f"pave-tracker demo · {elapsed:4.1f} s", title_justify="left")
-    for header in ("session", "PAVE status", "tracking", "polls", "callbacks received"):
+    for header in ("session", "store", "PAVE status", "tracking", "polls",
+                   "callbacks received"):
         table.add_column(header)
     for tracked in sessions:
-        table.add_row(tracked.session_key, tracked.status or "-", tracked.tracking.value,
+        table.add_row(tracked.session_key, stores.get(tracked.account, tracked.account),
+                      tracked.status or "-", tracked.tracking.value,
                       str(tracked.poll_count), ", ".join(received.get(tracked.session_key, [])))
     return table
 
@@ -155,7 +203,14 @@ def run_demo(*, count: int, keep_running: bool, timeout: float = 50.0) -> int:
     planned = demo_sessions(count)
     folder = Path(tempfile.mkdtemp(prefix="pave-tracker-demo-"))
     secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+    stores = demo_stores()
     simulator = Simulator()
+    for store in stores:
+        simulator.add_account(store.account, api_key=store.api_key,
+                              username=store.username or store.account,
+                              api_secret=store.secret if store.username else None,
+                              api_token=None if store.username else store.secret)
+    store_names = {store.account: store.dealer_name for store in stores}
     receiver = DemoReceiver(secret=secret)
     try:
         with ExitStack() as stack:
@@ -164,40 +219,45 @@ def run_demo(*, count: int, keep_running: bool, timeout: float = 50.0) -> int:
             values = {
                 "DATABASE_URL": f"sqlite:///{folder / 'demo.db'}",
                 "BROKER_URL": f"sqla+sqlite:///{folder / 'broker.db'}",
-                "PAVE_API_URL": pave_url, "PAVE_API_KEY": simulator.api_key,
-                "PAVE_USERNAME": simulator.username,
-                "PAVE_API_SECRET": simulator.api_secret or "",
+                "PAVE_API_URL": pave_url, **store_variables(stores),
                 "POLL_INTERVAL": "0.5", "POLL_INTERVAL_IDLE": "1", "DISPATCH_INTERVAL": "0.5",
                 "NOT_FOUND_GRACE": "3", "DELIVERY_RETRY_SCHEDULE": "1,2,5",
                 "WEBHOOK_URL": hook_url, "WEBHOOK_SECRET": secret, "WEBHOOK_EVENTS": EVENTS,
-                "PAVE_TRACKER_CONFIG": str(folder / "no-targets.toml"),
+                "PAVE_TRACKER_CONFIG": str(folder / "pave-tracker.toml"),
             }
-            (folder / "no-targets.toml").write_text("# the demo's only target is WEBHOOK_URL\n")
-            fields: dict[str, Any] = {name.lower(): value for name, value in values.items()}
+            (folder / "pave-tracker.toml").write_text(accounts_file(stores))
+            # The stores' variables are the worker's to read (through the file), not settings.
+            fields: dict[str, Any] = {name.lower(): value for name, value in values.items()
+                                      if name not in store_variables(stores)}
             settings = Settings(_env_file=None, **fields)
             upgrade_database(settings)
+            account_of = {s.key: stores[number % len(stores)].account
+                          for number, s in enumerate(planned)}
             for planned_session in planned:
                 if planned_session.lifecycle is not None:
                     simulator.add_session(planned_session.key, planned_session.lifecycle,
-                                          starts_on_first_request=True)
+                                          starts_on_first_request=True,
+                                          account=account_of[planned_session.key])
             with session_factory(settings.database_url).begin() as db:
-                track_sessions(db=db, requests=[TrackRequest(s.key, {"source": "demo"})
-                                                for s in planned], now=utcnow())
-            console.print(f"[bold]pave-tracker demo[/]: PAVE simulator on {pave_url}, "
-                          f"webhook receiver on {hook_url}, {len(planned)} sessions, "
-                          f"worker starting (files in {folder})")
+                track_sessions(db=db, requests=[
+                    TrackRequest(s.key, {"source": "demo"}, account_of[s.key])
+                    for s in planned], now=utcnow())
+            console.print(f"[bold]pave-tracker demo[/]: PAVE simulator on {pave_url} with "
+                          f"two stores ({', '.join(store_names.values())}), webhook receiver "
+                          f"on {hook_url}, {len(planned)} sessions, worker starting "
+                          f"(files in {folder})")
             worker = stack.enter_context(
                 worker_process({**environment_without_settings(), **values}, folder))
             try:
                 finished = watch(console, settings, receiver, planned, started, worker,
-                                 keep_running=keep_running, timeout=timeout)
+                                 store_names, keep_running=keep_running, timeout=timeout)
             except KeyboardInterrupt:
                 finished = done(settings, receiver, planned)
             if worker.poll() is not None:
                 tail = (folder / "worker.log").read_text(errors="replace")[-2000:]
                 console.print(f"[red]the worker stopped (exit {worker.returncode})[/]:\n{tail}")
         return summarise(console, settings, receiver, planned, finished,
-                         time.monotonic() - started)
+                         time.monotonic() - started, store_names)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
 
@@ -209,8 +269,8 @@ def done(settings: Settings, receiver: DemoReceiver, planned: list[DemoSession])
 
 
 def watch(console: Console, settings: Settings, receiver: DemoReceiver,
-          planned: list[DemoSession], started: float, worker: subprocess.Popen[bytes], *,
-          keep_running: bool, timeout: float) -> bool:
+          planned: list[DemoSession], started: float, worker: subprocess.Popen[bytes],
+          stores: dict[str, str], *, keep_running: bool, timeout: float) -> bool:
     """Show the sessions until every one has ended and its callback arrived.
 
     Returns whether they all did; with `keep_running`, only Ctrl-C (or SIGTERM) ends it.
@@ -230,7 +290,7 @@ def watch(console: Console, settings: Settings, receiver: DemoReceiver,
         with Live(console=console, refresh_per_second=4) as live:
             while True:
                 live.update(render_table(rows(settings), receiver.by_session(),
-                                         time.monotonic() - started))
+                                         time.monotonic() - started, stores))
                 outcome = finished_or_stuck()
                 if outcome is not None:
                     return outcome
@@ -239,7 +299,8 @@ def watch(console: Console, settings: Settings, receiver: DemoReceiver,
     while True:
         # Not a terminal: one line per change instead of a redrawn table.
         for tracked in rows(settings):
-            line = (tracked.session_key, f"{tracked.status or '-'} ({tracked.tracking.value})")
+            line = (tracked.session_key, f"{tracked.status or '-'} ({tracked.tracking.value}, "
+                                         f"{stores.get(tracked.account, tracked.account)})")
             if tracked.status and line not in seen:
                 seen.add(line)
                 console.print(f"{time.monotonic() - started:5.1f} s  {line[0]}: {line[1]}")
@@ -256,7 +317,8 @@ def watch(console: Console, settings: Settings, receiver: DemoReceiver,
 
 
 def summarise(console: Console, settings: Settings, receiver: DemoReceiver,
-              planned: list[DemoSession], finished: bool, elapsed: float) -> int:
+              planned: list[DemoSession], finished: bool, elapsed: float,
+              stores: dict[str, str]) -> int:
     final = {tracked.session_key: tracked for tracked in rows(settings)}
     received = receiver.by_session()
     missing = [s.key for s in planned if s.expected_event not in received.get(s.key, [])]
@@ -264,7 +326,7 @@ def summarise(console: Console, settings: Settings, receiver: DemoReceiver,
     for tracked in final.values():
         label = tracked.status if tracked.tracking is Tracking.DONE else tracked.tracking.value
         statuses[label or "-"] = statuses.get(label or "-", 0) + 1
-    console.print(render_table(list(final.values()), received, elapsed))
+    console.print(render_table(list(final.values()), received, elapsed, stores))
     console.print(
         f"summary: {len(final)} sessions: "
         + ", ".join(f"{n} {label}" for label, n in sorted(statuses.items()))

@@ -2,7 +2,8 @@
 
     PaveTrackerError
     ├── BadInput                  bad input from a user: CLI argument, CSV file, key (exit 2)
-    │   └── SettingsError         a setting that cannot be used (exit 2)
+    │   ├── SettingsError         a setting that cannot be used (exit 2)
+    │   └── AccountConflict       a key already tracked under another account (exit 2, 409)
     ├── SchemaOutOfDate           the database needs `pave-tracker db upgrade`
     ├── TemplateFailed            a target's template cannot make its message
     ├── HookNotFound              a hook target names nothing callable
@@ -27,6 +28,10 @@ class BadInput(PaveTrackerError):
 
 
 class SettingsError(BadInput):
+    pass
+
+
+class AccountConflict(BadInput):
     pass
 
 

@@ -14,6 +14,7 @@ from typing import TextIO
 
 from pythonjsonlogger.json import JsonFormatter
 
+from worker.accounts import Account
 from worker.config import Settings
 from worker.delivery.targets import CrmTarget, EmailTarget, Target, WebhookTarget
 
@@ -49,11 +50,15 @@ class SecretRedactor(logging.Filter):
         return text
 
 
-def secrets_of(settings: Settings, targets: Iterable[Target]) -> list[str]:
+def secrets_of(settings: Settings, targets: Iterable[Target],
+               accounts: Iterable[Account] = ()) -> list[str]:
     """Every secret value the configuration holds."""
     values = [settings.pave_api_secret, settings.pave_api_token, settings.pave_api_key,
               settings.webhook_secret, settings.smtp_url]
     values += [settings.pave_push_token, *settings.api_tokens]
+    for account in accounts:
+        values += [account.api_key, account.api_secret, account.api_token,
+                   account.push_token, *account.api_tokens]
     found = [value.get_secret_value() for value in values if value is not None]
     if settings.webhook_secret is not None:
         found += settings.webhook_secret.get_secret_value().replace(",", " ").split()
@@ -90,6 +95,7 @@ def _password_in(url: str) -> str | None:
 
 
 def configure_logging(settings: Settings, targets: Iterable[Target], *,
+                      accounts: Iterable[Account] = (),
                       level: str | int | None = None, stream: TextIO | None = None) -> None:
     stream = stream or sys.stderr
     handler = logging.StreamHandler(stream)
@@ -103,7 +109,7 @@ def configure_logging(settings: Settings, targets: Iterable[Target], *,
     else:
         formatter = logging.Formatter(CONSOLE_FORMAT)
     handler.setFormatter(formatter)
-    handler.addFilter(SecretRedactor(secrets_of(settings, targets)))
+    handler.addFilter(SecretRedactor(secrets_of(settings, targets, accounts)))
     root = logging.getLogger()
     root.handlers = [handler]
     root.setLevel(level if isinstance(level, int) else (level or settings.log_level).upper())

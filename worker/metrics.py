@@ -6,10 +6,10 @@ pool's children count into the same numbers the main process serves.
 
 | metric | type | labels |
 | --- | --- | --- |
-| pave_tracker_polls_total | counter | outcome: ok, not_found, auth, rate_limited, |
-| | | server_error, transport, bad_payload |
+| pave_tracker_polls_total | counter | account; outcome: ok, not_found, auth, |
+| | | rate_limited, server_error, transport, bad_payload |
 | pave_tracker_poll_seconds | histogram | (one PAVE request) |
-| pave_tracker_transitions_total | counter | status: the status moved to |
+| pave_tracker_transitions_total | counter | account; status: the status moved to |
 | pave_tracker_deliveries_total | counter | target, outcome: delivered, failed |
 | pave_tracker_due_sessions | gauge | sessions due and not leased after the last tick |
 | pave_tracker_oldest_due_seconds | gauge | how late the most overdue of them is |
@@ -26,12 +26,14 @@ from prometheus_client import (
     start_http_server,
 )
 
-POLLS = Counter("pave_tracker_polls", "PAVE polls by outcome", ["outcome"])
+POLLS = Counter("pave_tracker_polls", "PAVE polls by account and outcome",
+                ["account", "outcome"])
 POLL_SECONDS = Histogram(
     "pave_tracker_poll_seconds", "Time one PAVE request took",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-TRANSITIONS = Counter("pave_tracker_transitions", "Observed status changes", ["status"])
+TRANSITIONS = Counter("pave_tracker_transitions", "Observed status changes",
+                      ["account", "status"])
 DELIVERIES = Counter("pave_tracker_deliveries", "Delivery attempts by target and outcome",
                      ["target", "outcome"])
 DUE_SESSIONS = Gauge("pave_tracker_due_sessions", "Sessions due and not yet leased",

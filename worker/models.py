@@ -51,6 +51,9 @@ class TrackedSession(Base):
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
     session_key: Mapped[str] = mapped_column(String(64), unique=True)
+    # The PAVE account it is polled with (`worker.accounts`); a key is tracked under one.
+    account: Mapped[str] = mapped_column(String(32), default="default",
+                                         server_default="default")
     tracking: Mapped[Tracking] = mapped_column(TrackingColumn, default=Tracking.ACTIVE)
 
     # What PAVE said, as it said it.
@@ -214,16 +217,17 @@ class DeliveryAttempt(Base):
     error: Mapped[str | None] = mapped_column(Text)
 
 
-class PaveAccount(Base):
-    """The PAVE account's own state, shared by every worker: one row, id 1.
+class AccountPause(Base):
+    """A PAVE account's pause, shared by every worker: one row per account, made on its
+    first pause.
 
-    A 429 or a refused credential pauses polling for the whole account until
-    `paused_until`, instead of each session backing off on its own.
+    A 429 or a refused credential pauses polling for that account until `paused_until`,
+    instead of each session backing off on its own; other accounts go on.
     """
 
-    __tablename__ = "pave_account"
+    __tablename__ = "account_pauses"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    account: Mapped[str] = mapped_column(String(32), primary_key=True)
     paused_until: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     pause_reason: Mapped[str | None] = mapped_column(Text)
 

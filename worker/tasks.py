@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from worker.accounts import get_accounts
 from worker.celery_app import (
     DELIVER_TASK,
     DISPATCH_TASK,
@@ -25,7 +26,8 @@ def dispatch_due_polls_task() -> int:
     settings = get_settings()
     sessions = session_factory(settings.database_url)
     leased = dispatch_due_polls(sessions=sessions, settings=settings, enqueue=send_poll,
-                                targets=get_targets(), waiting=waiting_messages)
+                                targets=get_targets(), waiting=waiting_messages,
+                                dealer_names=get_accounts().dealer_names)
     with sessions() as db:
         deliveries_due = has_due_deliveries(db=db, now=utcnow())
     # Publish once the session has ended: on SQLite it holds the write lock until then.
@@ -42,8 +44,9 @@ def poll_sessions_task(ids: list[int], lease_token: str) -> int:
         lease_token=lease_token,
         sessions=session_factory(settings.database_url),
         settings=settings,
-        fetch=poll_runtime(settings).fetch,
+        fetch=poll_runtime(settings, get_accounts()).fetch,
         targets=get_targets(),
+        dealer_names=get_accounts().dealer_names,
     )
     if report.deliveries:
         # Right after the commit, not at the next tick: a completion reaches its

@@ -18,10 +18,13 @@ def iso(moment: dt.datetime | None) -> str | None:
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def session_summary(tracked: TrackedSession) -> dict[str, Any]:
+def session_summary(tracked: TrackedSession, *, dealer_name: str | None = None
+                    ) -> dict[str, Any]:
     """The object `list --json` prints: `show --json` without history and deliveries."""
     return {
         "session_key": tracked.session_key,
+        "account": tracked.account,
+        "dealer_name": dealer_name,
         "status": tracked.status,
         "tracking": tracked.tracking.value,
         "inspect_started_at": iso(tracked.inspect_started_at),
@@ -44,9 +47,11 @@ def session_detail(
     tracked: TrackedSession,
     history: list[StatusChange],
     deliveries: list[dict[str, Any]],
+    *,
+    dealer_name: str | None = None,
 ) -> dict[str, Any]:
     return {
-        **session_summary(tracked),
+        **session_summary(tracked, dealer_name=dealer_name),
         "history": [history_entry(change) for change in history],
         "deliveries": deliveries,
     }

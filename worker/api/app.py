@@ -1,9 +1,10 @@
 """`pave-tracker serve`: the HTTP API for dealers' systems, and PAVE's push endpoint.
 
 Every endpoint but /healthz and /pave/callbacks wants `Authorization: Bearer <token>`
-with one of API_TOKENS. Bad requests get a 4xx whose body says what was wrong; request
-bodies are bounded (MAX_BODY_BYTES, chunked ones too) and so are batches (MAX_BATCH
-sessions).
+with one of API_TOKENS (every account) or of an account's `api_tokens` (that account
+only: another account's sessions and deliveries answer 404, as unknown ones do). Bad
+requests get a 4xx whose body says what was wrong; request bodies are bounded
+(MAX_BODY_BYTES, chunked ones too) and so are batches (MAX_BATCH sessions).
 
     app.py         create_app: the app, its state, routers, handlers and body limit
     deps.py        what routes depend on: settings, sessions, enqueue_poll, token checks
@@ -19,6 +20,7 @@ from __future__ import annotations
 from fastapi import FastAPI
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker.accounts import Accounts, load_accounts
 from worker.api.body_limit import BodyLimit
 from worker.api.deps import EnqueuePoll
 from worker.api.handlers import add_exception_handlers
@@ -30,7 +32,7 @@ MAX_BODY_BYTES = 1_000_000
 
 
 def create_app(*, settings: Settings, sessions: sessionmaker[Session],
-               enqueue_poll: EnqueuePoll) -> FastAPI:
+               enqueue_poll: EnqueuePoll, accounts: Accounts | None = None) -> FastAPI:
     app = FastAPI(
         title="pave-tracker",
         version="1",
@@ -40,6 +42,7 @@ def create_app(*, settings: Settings, sessions: sessionmaker[Session],
     app.state.settings = settings
     app.state.sessions = sessions
     app.state.enqueue_poll = enqueue_poll
+    app.state.accounts = accounts if accounts is not None else load_accounts(settings)
     app.include_router(operations.public)
     app.include_router(operations.router)
     app.include_router(session_routes.router)

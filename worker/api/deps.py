@@ -15,7 +15,8 @@ dependency in its thread pool, a hop per request for reading an attribute.
 from __future__ import annotations
 
 import hmac
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
+from dataclasses import dataclass
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, Response
@@ -24,6 +25,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import SecretStr
 from sqlalchemy.orm import Session, sessionmaker
 
+from worker.accounts import DEFAULT_ACCOUNT, Account, Accounts
 from worker.api import schemas
 from worker.config import Settings
 
@@ -56,35 +58,73 @@ EnqueuePollDep = Annotated[EnqueuePoll, Depends(app_enqueue_poll)]
 
 def token_matches(credentials: HTTPAuthorizationCredentials | None,
                   tokens: tuple[SecretStr, ...]) -> bool:
+    return matching_token(credentials, tokens) is not None
+
+
+def matching_token(credentials: HTTPAuthorizationCredentials | None,
+                   tokens: Sequence[SecretStr]) -> int | None:
+    """Which of `tokens` the bearer credentials carry (its index), if any."""
     if credentials is None or credentials.scheme.lower() != "bearer":
-        return False
+        return None
     offered = credentials.credentials.encode()
     # compare_digest against every token, so timing says nothing about which matched.
     matches = [hmac.compare_digest(offered, token.get_secret_value().encode())
                for token in tokens]
-    return any(matches)
+    return matches.index(True) if any(matches) else None
 
 
 def unauthorised(detail: str) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": "Bearer"})
 
 
-def check_api_token(settings: Settings, credentials: HTTPAuthorizationCredentials | None
+@dataclass(frozen=True)
+class TokenScope:
+    """What a request's API token may see: every account (a token from API_TOKENS), or
+    the one account whose `api_tokens` hold it. Anything of another account does not
+    exist for it: 404, as an unknown key."""
+
+    accounts: Accounts
+    everything: bool
+
+    @property
+    def names(self) -> list[str]:
+        return self.accounts.names
+
+    def sees(self, account: str) -> bool:
+        return self.accounts.get(account) is not None
+
+
+def check_api_token(request: Request, credentials: HTTPAuthorizationCredentials | None
                     ) -> None:
-    """One of API_TOKENS: every endpoint but /healthz and /pave/callbacks."""
-    if not token_matches(credentials, settings.api_tokens):
+    """A token from API_TOKENS (every account) or from an account's `api_tokens` (that
+    account): every endpoint but /healthz and /pave/callbacks."""
+    settings: Settings = request.app.state.settings
+    accounts: Accounts = request.app.state.accounts
+    owners: list[Account | None] = [None] * len(settings.api_tokens)
+    tokens = list(settings.api_tokens)
+    for account in accounts:
+        owners += [account] * len(account.api_tokens)
+        tokens += account.api_tokens
+    index = matching_token(credentials, tokens)
+    if index is None:
         raise unauthorised("missing or unknown bearer token")
+    owner = owners[index]
+    request.state.scope = (TokenScope(accounts, everything=True) if owner is None
+                           else TokenScope(Accounts((owner,)), everything=False))
 
 
-def check_push_token(settings: Settings, credentials: HTTPAuthorizationCredentials | None
+def check_push_token(request: Request, credentials: HTTPAuthorizationCredentials | None
                      ) -> None:
-    """PAVE_PUSH_TOKEN, and never an API token: /pave/callbacks only."""
-    push_tokens = (settings.pave_push_token,) if settings.pave_push_token else ()
+    """The push token of the account in the path (`default` at /pave/callbacks), and
+    never an API token. An unknown account is refused exactly as a wrong token is."""
+    accounts: Accounts = request.app.state.accounts
+    account = accounts.get(request.path_params.get("account", DEFAULT_ACCOUNT))
+    push_tokens = (account.push_token,) if account and account.push_token else ()
     if not token_matches(credentials, push_tokens):
         raise unauthorised("missing or unknown push token")
 
 
-TokenCheck = Callable[[Settings, HTTPAuthorizationCredentials | None], None]
+TokenCheck = Callable[[Request, HTTPAuthorizationCredentials | None], None]
 Handler = Callable[[Request], Coroutine[Any, Any, Response]]
 
 
@@ -97,7 +137,7 @@ def token_first(check: TokenCheck) -> type[APIRoute]:
             handle: Handler = super().get_route_handler()
 
             async def check_then_handle(request: Request) -> Response:
-                check(request.app.state.settings, await bearer(request))
+                check(request, await bearer(request))
                 return await handle(request)
 
             return check_then_handle
@@ -107,3 +147,18 @@ def token_first(check: TokenCheck) -> type[APIRoute]:
 
 api_token_first = token_first(check_api_token)
 push_token_first = token_first(check_push_token)
+
+
+async def token_scope(request: Request) -> TokenScope:
+    """The scope `check_api_token` found for this request's token."""
+    scope: TokenScope = request.state.scope
+    return scope
+
+
+async def app_accounts(request: Request) -> Accounts:
+    accounts: Accounts = request.app.state.accounts
+    return accounts
+
+
+ScopeDep = Annotated[TokenScope, Depends(token_scope)]
+AccountsDep = Annotated[Accounts, Depends(app_accounts)]

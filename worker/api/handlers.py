@@ -24,8 +24,8 @@ def add_exception_handlers(app: FastAPI) -> None:
 async def unprocessable(request: Request, exc: RequestValidationError) -> JSONResponse:
     # The location and message of the first errors only: FastAPI's default handler
     # echoes the input back, which can be a megabyte.
-    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", "")}
-              for e in exc.errors()[:20]]
+    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg", ""),
+               "type": e.get("type", "value_error")} for e in exc.errors()[:20]]
     return JSONResponse({"detail": errors}, status_code=422)
 
 

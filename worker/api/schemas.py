@@ -16,6 +16,7 @@ SessionKey = Annotated[str, Field(pattern=f"^{SESSION_KEY_PATTERN.pattern}$",
 MetadataName = Annotated[str, Field(min_length=1, max_length=100)]
 MetadataValue = Annotated[str, Field(max_length=2000)]
 Metadata = Annotated[dict[MetadataName, MetadataValue], Field(max_length=50)]
+AccountName = Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,32}$", examples=["north"])]
 
 
 class Strict(BaseModel):
@@ -25,6 +26,9 @@ class Strict(BaseModel):
 class TrackOne(Strict):
     session_key: SessionKey
     metadata: Metadata = Field(default_factory=dict)
+    account: AccountName | None = Field(
+        default=None, description="The PAVE account; may be left out when the token "
+                                  "sees one account only.")
 
     @field_validator("metadata")
     @classmethod
@@ -65,6 +69,8 @@ class DeliverySummary(BaseModel):
 
 class SessionSummary(BaseModel):
     session_key: str
+    account: str
+    dealer_name: str | None
     status: str | None
     tracking: Tracking
     inspect_started_at: str | None

@@ -68,9 +68,12 @@ def event_document(
     previous_status: str | None,
     occurred_at: dt.datetime,
     results: dict[str, Any] | None = None,
+    dealer_name: str | None = None,
 ) -> dict[str, Any]:
     data: dict[str, Any] = {
         "session_key": tracked.session_key,
+        "account": tracked.account,
+        "dealer_name": dealer_name,
         "status": tracked.status,
         "previous_status": previous_status,
         "tracking": tracked.tracking.value,

@@ -56,8 +56,10 @@ def record_events(
     targets: Sequence[Target],
     now: dt.datetime,
     results: dict[str, Any] | None = None,
+    dealer_name: str | None = None,
 ) -> int:
-    """Write the events this observation calls for, one delivery per subscribed target.
+    """Write the events this observation calls for, one delivery per subscribed target
+    (a target that names accounts subscribes to theirs only).
 
     Returns how many deliveries were added. Call it in the transaction that records
     the observation.
@@ -65,7 +67,8 @@ def record_events(
     added = 0
     history: list[StatusChange] | None = None
     for spec in events_for(observed):
-        subscribed = [target for target in targets if target.wants(spec.type)]
+        subscribed = [target for target in targets
+                      if target.wants(spec.type, tracked.account)]
         if not subscribed:
             continue
         if history is None:
@@ -80,6 +83,7 @@ def record_events(
             previous_status=observed.change.from_status if observed.change else tracked.status,
             occurred_at=now,
             results=results if spec.type == "session.completed" else None,
+            dealer_name=dealer_name,
         )
         event_id = db.scalar(
             insert_ignoring_duplicates(db, Event, unique=["session_id", "dedupe_key"])
@@ -222,14 +226,23 @@ def record_attempt(
 
 
 def replay_deliveries(
-    *, db: Session, ids: Sequence[str], all_dead: bool, now: dt.datetime
+    *, db: Session, ids: Sequence[str], all_dead: bool, now: dt.datetime,
+    accounts: Sequence[str] | None = None,
 ) -> int:
-    """Attempt these deliveries again from the start of the schedule, under the same ids."""
+    """Attempt these deliveries again from the start of the schedule, under the same ids.
+
+    With `accounts`, only those accounts' deliveries exist: another's is "no such
+    delivery", exactly as an unknown id is."""
     query = select(Delivery)
+    if accounts is not None:
+        query = query.where(Delivery.event_id.in_(
+            select(Event.id).join(TrackedSession, TrackedSession.id == Event.session_id)
+            .where(TrackedSession.account.in_(list(accounts)))))
     if all_dead:
         query = query.where(Delivery.state == DeliveryState.DEAD)
     else:
-        found = list(db.scalars(select(Delivery.id).where(Delivery.id.in_(list(ids)))))
+        found = list(db.scalars(query.with_only_columns(Delivery.id)
+                                .where(Delivery.id.in_(list(ids)))))
         missing = [delivery_id for delivery_id in ids if delivery_id not in found]
         if missing:
             raise BadInput(f"no such delivery: {', '.join(missing[:5])}")
@@ -248,9 +261,10 @@ def replay_deliveries(
 
 def list_deliveries(
     *, db: Session, state: DeliveryState | None = None, session_id: int | None = None,
-    limit: int | None = None, offset: int = 0,
+    accounts: Sequence[str] | None = None, limit: int | None = None, offset: int = 0,
 ) -> list[tuple[Delivery, Event, str]]:
-    """Deliveries, oldest first, with their event and session key."""
+    """Deliveries, oldest first, with their event and session key; with `accounts`,
+    those accounts' only."""
     query = (
         select(Delivery, Event, TrackedSession.session_key)
         .join(Event, Event.id == Delivery.event_id)
@@ -262,6 +276,8 @@ def list_deliveries(
         query = query.where(Delivery.state == state)
     if session_id is not None:
         query = query.where(Event.session_id == session_id)
+    if accounts is not None:
+        query = query.where(TrackedSession.account.in_(list(accounts)))
     if limit is not None:
         query = query.limit(limit)
     return [(delivery, event, key) for delivery, event, key in db.execute(query)]

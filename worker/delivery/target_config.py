@@ -1,4 +1,5 @@
-"""Building the callback targets: the environment shortcuts, then `pave-tracker.toml`.
+"""Building the callback targets: the environment shortcuts, then `pave-tracker.toml`
+(read by `worker.config_file`).
 
 An attempt must end before its lease does, or another worker leases the delivery and
 attempts it again meanwhile. So a target's `timeout` set by hand must be shorter than
@@ -8,26 +9,20 @@ LEASE_SECONDS: the shortcuts keep working with a short lease.
 
 from __future__ import annotations
 
-import os
-import tomllib
-from collections.abc import Mapping
 from functools import lru_cache
-from pathlib import Path
 from typing import Any
 
-from dotenv import dotenv_values
 from pydantic import ValidationError
 
+from worker.accounts import load_accounts
 from worker.config import Settings, get_settings
+from worker.config_file import read_sections
 from worker.delivery.targets import CrmTarget, EmailTarget, HookTarget, Target, WebhookTarget
 from worker.errors import SettingsError
 
-DEFAULT_CONFIG_FILE = "pave-tracker.toml"
 TARGET_KINDS: dict[str, type[Target]] = {
     "webhook": WebhookTarget, "email": EmailTarget, "crm": CrmTarget, "hook": HookTarget,
 }
-# TOML keys that name the key the target model uses.
-RENAMED_KEYS = {"from": "sender", "to": "default_to"}
 
 
 def load_targets(settings: Settings) -> list[Target]:
@@ -50,65 +45,21 @@ def load_targets(settings: Settings) -> list[Target]:
     if duplicates:
         raise SettingsError(f"bad setting PAVE_TRACKER_CONFIG: two targets are named "
                             f"{duplicates[0]!r}")
+    known = load_accounts(settings).names
+    for target in targets:
+        unknown = [name for name in target.accounts or () if name not in known]
+        if unknown:
+            raise SettingsError(f"bad setting PAVE_TRACKER_CONFIG: target {target.name!r}: "
+                                f"accounts: no account named {unknown[0]!r}; accounts are "
+                                f"{', '.join(known)}")
     return targets
 
 
 def _targets_from_file(settings: Settings) -> list[Target]:
-    path = Path(settings.pave_tracker_config or DEFAULT_CONFIG_FILE)
-    if settings.pave_tracker_config is None and not path.exists():
-        return []
-    where = f"PAVE_TRACKER_CONFIG ({path})"
-    try:
-        document = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as exc:
-        raise SettingsError(f"bad setting {where}: {exc.strerror or exc}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-        raise SettingsError(f"bad setting {where}: not TOML: {exc}") from None
-    unknown = sorted(set(document) - set(TARGET_KINDS))
-    if unknown:
-        raise SettingsError(f"bad setting {where}: unknown section [[{unknown[0]}]]; "
-                            f"sections are {', '.join(f'[[{kind}]]' for kind in TARGET_KINDS)}")
-    environment = {**dotenv_values(".env"), **os.environ}
-    targets: list[Target] = []
-    for kind, model in TARGET_KINDS.items():
-        entries = document.get(kind, [])
-        if not isinstance(entries, list):
-            raise SettingsError(f"bad setting {where}: write [[{kind}]], a list of tables")
-        for number, entry in enumerate(entries, start=1):
-            label = f"{where} [[{kind}]] #{number}"
-            if not isinstance(entry, dict):
-                raise SettingsError(f"bad setting {label}: not a table")
-            values = _resolve_references(entry, label, path.parent, environment)
-            targets.append(_build_target(label, model, values,
-                                         lease_seconds=settings.lease_seconds))
-    return targets
-
-
-def _resolve_references(entry: dict[str, Any], label: str, folder: Path,
-                        environment: Mapping[str, str | None]) -> dict[str, Any]:
-    """`x_env = "VAR"` takes x from a variable, `x_file = "path"` from a file beside the TOML."""
-    values: dict[str, Any] = {}
-    for key, value in entry.items():
-        if key.endswith("_env"):
-            name = key.removesuffix("_env")
-            variables = value if isinstance(value, list) else [value]
-            resolved = []
-            for variable in variables:
-                if not isinstance(variable, str) or not environment.get(variable):
-                    raise SettingsError(f"bad setting {label}: {key} names {variable!r}, "
-                                        "which is not set")
-                resolved.append(environment[variable])
-            values[name] = resolved if isinstance(value, list) else resolved[0]
-        elif key.endswith("_file") and key != "ca_file":
-            name = key.removesuffix("_file")
-            try:
-                values[name] = (folder / str(value)).read_text(encoding="utf-8")
-            except (OSError, UnicodeDecodeError) as exc:
-                raise SettingsError(f"bad setting {label}: cannot read {key} {value!r}: "
-                                    f"{getattr(exc, 'strerror', None) or exc}") from None
-        else:
-            values[RENAMED_KEYS.get(key, key)] = value
-    return values
+    return [_build_target(section.label, model, section.values,
+                          lease_seconds=settings.lease_seconds)
+            for kind, model in TARGET_KINDS.items()
+            for section in read_sections(settings, kind)]
 
 
 def _build_target(label: str, model: type[Target], values: dict[str, Any], *,

@@ -27,6 +27,7 @@ from pydantic import (
 from worker.config import DEFAULT_EVENTS, check_events, check_webhook_secret
 
 TargetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")]
+AccountName = Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,32}$")]
 
 
 class _Target(BaseModel):
@@ -34,14 +35,17 @@ class _Target(BaseModel):
 
     name: TargetName
     events: list[str] = Field(default_factory=lambda: list(DEFAULT_EVENTS))
+    # Only these accounts' events (SPEC, "Accounts"); None: every account's.
+    accounts: list[AccountName] | None = Field(default=None, min_length=1)
 
     @field_validator("events")
     @classmethod
     def _known_events(cls, events: list[str]) -> list[str]:
         return check_events(events)
 
-    def wants(self, event_type: str) -> bool:
-        return event_type in self.events
+    def wants(self, event_type: str, account: str) -> bool:
+        return event_type in self.events and (self.accounts is None
+                                              or account in self.accounts)
 
 
 class WebhookTarget(_Target):

@@ -31,6 +31,9 @@ DEFAULT_SUBJECT = "{{ headline }}: {{ vehicle_description or session_key }}"
 DEFAULT_TEXT = """\
 {{ headline }}.
 
+{%- if dealer_name %}
+Dealer:     {{ dealer_name }}
+{%- endif %}
 Session:    {{ session_key }}
 Status:     {{ status or "unknown" }}
 Vehicle:    {{ vehicle_description or "not captured yet" }}
@@ -49,6 +52,9 @@ DEFAULT_HTML = """\
 <html><body style="font-family: sans-serif">
 <h2>{{ headline }}</h2>
 <table>
+{%- if dealer_name %}
+<tr><th align="left">Dealer</th><td>{{ dealer_name }}</td></tr>
+{%- endif %}
 <tr><th align="left">Session</th><td>{{ session_key }}</td></tr>
 <tr><th align="left">Status</th><td>{{ status or "unknown" }}</td></tr>
 <tr><th align="left">Vehicle</th><td>{{ vehicle_description or "not captured yet" }}</td></tr>

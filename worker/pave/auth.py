@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 from pydantic import SecretStr
 
-from worker.config import Settings
+from worker.accounts import Account
 
 TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 
@@ -55,13 +55,13 @@ class PaveCredentials:
         return {"API-Key": self.api_key, "API-Token": token, "API-Timestamp": timestamp}
 
 
-def credentials_from(settings: Settings) -> PaveCredentials:
+def credentials_from(account: Account) -> PaveCredentials:
     """The account's credentials as the settings hold them."""
     return PaveCredentials(
-        api_key=_reveal(settings.pave_api_key) or "",
-        username=settings.pave_username,
-        api_secret=_reveal(settings.pave_api_secret),
-        api_token=_reveal(settings.pave_api_token),
+        api_key=_reveal(account.api_key) or "",
+        username=account.username,
+        api_secret=_reveal(account.api_secret),
+        api_token=_reveal(account.api_token),
     )
 
 

@@ -1,9 +1,9 @@
 """Registering this tracker with PAVE's own push notifications (`/v1/callbacks`).
 
 PAVE sets callbacks per API key, one per event, each with a URL and custom headers it
-sends with every push; we ask for the shared PAVE_PUSH_TOKEN as a bearer token, since
-PAVE documents no signature. The registration body beyond `event`, `url` and `headers`
-is not documented.
+sends with every push; we ask for the account's push token (PAVE_PUSH_TOKEN for
+`default`) as a bearer token, since PAVE documents no signature. The registration body
+beyond `event`, `url` and `headers` is not documented.
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ import datetime as dt
 
 import httpx
 
+from worker.accounts import Account
 from worker.config import Settings
 from worker.errors import PaveTrackerError
 from worker.pave.auth import credentials_from
@@ -20,15 +21,16 @@ from worker.pave.client import raise_for_pave_status
 PUSH_EVENTS = ("SESSION:STATUS_CHANGE", "SESSION:COMPLETE")
 
 
-def register_push_callbacks(settings: Settings, url: str) -> list[tuple[str, str]]:
+def register_push_callbacks(settings: Settings, account: Account,
+                            url: str) -> list[tuple[str, str]]:
     """Create each callback, or update it when PAVE already has one for the event."""
-    if settings.pave_push_token is None:
-        raise PaveTrackerError("PAVE_PUSH_TOKEN is not set")
-    headers = {"Authorization": f"Bearer {settings.pave_push_token.get_secret_value()}"}
-    credentials = credentials_from(settings)
+    if account.push_token is None:
+        raise PaveTrackerError(f"account {account.name!r} has no push token")
+    headers = {"Authorization": f"Bearer {account.push_token.get_secret_value()}"}
+    credentials = credentials_from(account)
     done: list[tuple[str, str]] = []
     try:
-        with httpx.Client(base_url=settings.pave_api_url + "/",
+        with httpx.Client(base_url=account.api_url + "/",
                           timeout=settings.pave_timeout) as client:
             for event in PUSH_EVENTS:
                 body = {"event": event, "url": url, "headers": headers}

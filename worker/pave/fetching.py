@@ -54,9 +54,9 @@ def paused(gate: AccountGate) -> NotAsked:
 async def fetch_sessions(
     client: PaveClient, keys: Sequence[str], *, concurrency: int, with_results: bool = False,
     rate_limit: PaveRateLimit | None = None, budget: float | None = None,
-    gate: AccountGate | None = None,
+    gate: AccountGate | None = None, account: str = "default",
 ) -> dict[str, Outcome]:
-    """Ask PAVE about every key, at most `concurrency` requests at once.
+    """Ask PAVE about every key of `account`, at most `concurrency` requests at once.
 
     With `with_results`, a COMPLETE session also gets its inspection results; if they
     cannot be had, the outcome is that error, so the completion is recorded (and
@@ -120,15 +120,15 @@ async def fetch_sessions(
                     results = await answer(lambda: client.get_results(key))
                     snapshot = dataclasses.replace(snapshot, results=results)
             except PaveError as error:
-                metrics.POLLS.labels(error.kind).inc()
+                metrics.POLLS.labels(account, error.kind).inc()
                 return error
             except Exception as exc:
                 # A failure nothing above foresaw is this key's failed poll, recorded on
                 # it; the rest of the batch is recorded as usual.
                 log.exception("asking PAVE about %s failed unexpectedly", key)
-                metrics.POLLS.labels(PaveError.kind).inc()
+                metrics.POLLS.labels(account, PaveError.kind).inc()
                 return PaveError(f"unexpected {type(exc).__name__}: {exc}"[:300])
-            metrics.POLLS.labels("ok").inc()
+            metrics.POLLS.labels(account, "ok").inc()
             return snapshot
 
     outcomes = await asyncio.gather(*(one(key) for key in keys))

@@ -68,3 +68,9 @@ def account_gate(account: str, *, auth_pause: float, rate_limit_pause: float) ->
             gate = _gates[account] = AccountGate(auth_pause=auth_pause,
                                                  rate_limit_pause=rate_limit_pause)
         return gate
+
+
+def forget_gates() -> None:
+    """Drop this process's gates: each test starts with every account's gate open."""
+    with _gates_lock:
+        _gates.clear()

@@ -12,13 +12,24 @@ Tests and integrators script it through a small control API under `/_simulator/`
 Every answer it gives to a session poll is logged, so a test can compare what the
 tracker recorded with what it was served.
 
+It serves several PAVE accounts, as a dealer group's Enterprise dashboard has one branch
+account per rooftop. The constructor's credentials are the account named `default`;
+`Simulator.add_account()` adds others, each with its own key, user and secret (or static
+token). A request is the account's whose `API-Key` it sends. Each session belongs to one
+account: asked for with another account's credentials it answers 404 with the body of
+an unknown key, as PAVE would. Callbacks are per account too: each registers and lists
+its own, and a session's status changes are pushed to its own account's URLs only. For
+the tracker's per-account pause, `throttle()` makes one account's session requests
+answer 429 and `refuse()` refuses its credentials as if they had been rotated;
+`requests_by_account()` counts the session requests each account made.
+
 What it will do for a stranger is bounded, since `simulate` can listen beyond loopback:
 
-- The control API is open while the simulator uses the published default API key
-  (asking for a key printed in `--help` would guard nothing), and asks for the
-  simulator's own key in the `API-Key` header, as PAVE's endpoints do, as soon as it
-  has a key of its own. `simulate` serves beyond loopback only with a key (and secret)
-  of the operator's own, so there the control API is never open.
+- The control API is open while any account uses the published default API key
+  (asking for a key printed in `--help` would guard nothing), and asks for one of the
+  simulator's own keys (any account's) in the `API-Key` header, as PAVE's endpoints do,
+  as soon as every account has a key of its own. `simulate` serves beyond loopback only
+  with a key (and secret) of the operator's own, so there the control API is never open.
 - Callbacks registered through `/v1/callbacks` must point at this machine (an IP literal
   in 127.0.0.0/8, ::1, or the name `localhost`; nothing is looked up in DNS), so the
   pusher cannot be made to POST chosen headers anywhere else. It follows no redirects.
@@ -38,6 +49,7 @@ import ipaddress
 import json
 import math
 import random
+import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -60,6 +72,12 @@ TOKEN_LIFETIME = dt.timedelta(minutes=5)
 DEFAULT_API_KEY = "sim-api-key"
 DEFAULT_USERNAME = "sim-user"
 DEFAULT_API_SECRET = "sim-api-secret"
+# The account the constructor's credentials make, and the one sessions belong to unless
+# told otherwise; the tracker's own name for the `PAVE_*` account (SPEC, "Accounts").
+DEFAULT_ACCOUNT = "default"
+# The tracker's rule for account names (SPEC, "Accounts"), so every name it can be
+# configured with can be simulated and no other.
+ACCOUNT_NAME = re.compile(r"[a-z0-9_-]{1,32}")
 # Room for `simulate --sessions` (at most 100,000) and as many again through the control
 # API; the benchmark scripts 100,000 in-process and adds a few hundred over HTTP.
 MAX_SESSIONS = 200_000
@@ -145,6 +163,41 @@ def pave_time(moment: dt.datetime) -> str:
 class Served:
     at: dt.datetime
     status: str | None  # None: answered 404
+    account: str | None = None  # the account whose credentials asked
+
+
+@dataclass
+class SimulatedAccount:
+    """One PAVE account: its credentials, its callbacks, and the faults a test set on it.
+    Changed only under the simulator's lock."""
+
+    name: str
+    api_key: str
+    username: str
+    api_secret: str | None
+    api_token: str | None
+    # PAVE's push registrations for this account: one per event of PUSH_EVENTS.
+    callbacks: dict[str, dict[str, Any]] = field(default_factory=dict)
+    refused: bool = False
+    throttled: bool = False
+    throttled_until: float | None = None  # time.monotonic(); None: until cleared
+    retry_after: float | None = None
+    requests: int = 0  # session requests made with this account's credentials
+
+    def signs(self, token: str, timestamp: str) -> bool:
+        """Whether `token` is this account's for `timestamp`: signed with its secret, or
+        its static token."""
+        if self.api_secret is not None:
+            expected = sign_token(username=self.username, api_key=self.api_key,
+                                  api_secret=self.api_secret, timestamp=timestamp)
+            if secrets_match(token, expected):
+                return True
+        return self.api_token is not None and secrets_match(token, self.api_token)
+
+    def throttled_now(self, now: float) -> bool:
+        if self.throttled and self.throttled_until is not None and now >= self.throttled_until:
+            self.throttled = False
+        return self.throttled
 
 
 @dataclass
@@ -158,6 +211,9 @@ class SimulatedSession:
     # demo's sessions all start fresh however long the tracker took to come up.
     starts_on_first_request: bool = False
     served: list[Served] = field(default_factory=list)
+    account: str = DEFAULT_ACCOUNT
+    # Whether its own account has asked yet: another account's 404s start no clock.
+    asked_by_owner: bool = False
 
     def step_at(self, now: dt.datetime) -> tuple[str, dt.datetime] | None:
         """(status, when it began) at `now`, or None while PAVE would still answer 404."""
@@ -265,6 +321,11 @@ async def read_json(request: Request) -> Any:
     return json.loads(body)
 
 
+def not_found(key: str) -> Response:
+    """PAVE's 404, the same for a key never made and for another account's session."""
+    return JSONResponse({"message": f"Session {key} cannot be found."}, status_code=404)
+
+
 def too_large() -> Response:
     return JSONResponse({"message": f"request body over {MAX_BODY_BYTES} bytes"},
                         status_code=413)
@@ -328,21 +389,16 @@ class Simulator:
         self.fault_delay = fault_delay
         self.faults: dict[str, int] = dict.fromkeys(FAULT_KINDS, 0)
         self._random = random.Random()
-        self.api_key = api_key
-        self.username = username
-        self.api_secret = api_secret
-        self.api_token = api_token
-        # The published key guards nothing, so asking for it would only break what
-        # scripts the simulator on loopback; a key of the operator's own guards the
-        # control API too, wherever the simulator listens.
-        self.control_api_open = api_key == DEFAULT_API_KEY
+        # The constructor's credentials are one account among those add_account() adds;
+        # a None secret and token is allowed here, as before accounts, and lets nothing in.
+        self._accounts: dict[str, SimulatedAccount] = {DEFAULT_ACCOUNT: SimulatedAccount(
+            name=DEFAULT_ACCOUNT, api_key=api_key, username=username,
+            api_secret=api_secret, api_token=api_token)}
         self.max_sessions = max_sessions
         self._sessions: dict[str, SimulatedSession] = {}
         self._unknown_served: dict[str, list[Served]] = {}
         self._lock = threading.Lock()
         self.rejected_auth = 0
-        # PAVE's push registrations: one per event of PUSH_EVENTS, so at most five.
-        self.callbacks: dict[str, dict[str, Any]] = {}
         self.pushed: list[tuple[float, str, str]] = []  # (time.time(), key, event)
         self._pusher: threading.Thread | None = None
         self._stop_pushing = threading.Event()
@@ -360,6 +416,118 @@ class Simulator:
             ]
         )
 
+    # -- the default account, as the simulator was before accounts --------------------
+    @property
+    def api_key(self) -> str:
+        return self._accounts[DEFAULT_ACCOUNT].api_key
+
+    @property
+    def username(self) -> str:
+        return self._accounts[DEFAULT_ACCOUNT].username
+
+    @property
+    def api_secret(self) -> str | None:
+        return self._accounts[DEFAULT_ACCOUNT].api_secret
+
+    @property
+    def api_token(self) -> str | None:
+        return self._accounts[DEFAULT_ACCOUNT].api_token
+
+    @property
+    def callbacks(self) -> dict[str, dict[str, Any]]:
+        """The default account's push registrations (see `callbacks_of()`)."""
+        return self._accounts[DEFAULT_ACCOUNT].callbacks
+
+    @property
+    def control_api_open(self) -> bool:
+        """While any account uses the published key, anyone may use that account, so
+        asking for a key on the control API would guard nothing and only break what
+        scripts the simulator on loopback. Once every key is the operator's own, the
+        control API asks for one of them, wherever the simulator listens."""
+        with self._lock:
+            return any(account.api_key == DEFAULT_API_KEY
+                       for account in self._accounts.values())
+
+    # -- accounts -------------------------------------------------------------------
+    def add_account(
+        self,
+        name: str,
+        *,
+        api_key: str,
+        username: str,
+        api_secret: str | None = None,
+        api_token: str | None = None,
+    ) -> SimulatedAccount:
+        """Another PAVE account, as a dealer group's branch. ValueError for a name the
+        tracker would refuse or one taken, a key another account has, or credentials
+        that could never authenticate."""
+        if not isinstance(name, str) or not ACCOUNT_NAME.fullmatch(name):
+            raise ValueError(f"an account name is 1 to 32 of a-z 0-9 - _, not {name!r}")
+        if not api_key or not username:
+            raise ValueError(f"account {name!r} needs an api_key and a username")
+        if not api_secret and not api_token:
+            raise ValueError(f"account {name!r} needs an api_secret or an api_token")
+        account = SimulatedAccount(name=name, api_key=api_key, username=username,
+                                   api_secret=api_secret, api_token=api_token)
+        with self._lock:
+            if name in self._accounts:
+                raise ValueError(f"there is already an account named {name!r}")
+            # A request's account is the one whose key it sends: a shared key would
+            # make that ambiguous.
+            if any(other.api_key == api_key for other in self._accounts.values()):
+                raise ValueError(f"account {name!r}: another account has that api_key")
+            self._accounts[name] = account
+        return account
+
+    def _account(self, name: str) -> SimulatedAccount:
+        """Under the lock; KeyError names what is missing."""
+        try:
+            return self._accounts[name]
+        except KeyError:
+            raise KeyError(f"no account named {name!r}") from None
+
+    def accounts(self) -> list[str]:
+        with self._lock:
+            return list(self._accounts)
+
+    def callbacks_of(self, account: str) -> dict[str, dict[str, Any]]:
+        """A copy of `account`'s push registrations, by event."""
+        with self._lock:
+            return dict(self._account(account).callbacks)
+
+    def throttle(self, account: str, *, retry_after: float | None,
+                 for_seconds: float | None = None) -> None:
+        """Every session request of `account` answers 429 (with `Retry-After:
+        retry_after`, a decimal when it is not whole, when given) until `unthrottle()`,
+        or for `for_seconds`. Other accounts are served as before."""
+        for value in (retry_after, for_seconds):
+            if value is not None and not (math.isfinite(value) and value >= 0):
+                raise ValueError("retry_after and for_seconds are seconds, 0 or more")
+        with self._lock:
+            target = self._account(account)
+            target.throttled = True
+            target.retry_after = None if retry_after is None else float(retry_after)
+            target.throttled_until = (None if for_seconds is None
+                                      else time.monotonic() + for_seconds)
+
+    def unthrottle(self, account: str) -> None:
+        with self._lock:
+            self._account(account).throttled = False
+
+    def refuse(self, account: str, refused: bool = True) -> None:
+        """`account`'s credentials answer 401 on every PAVE endpoint, as if they had been
+        rotated (`refused=False` takes them back). The control API still takes its key:
+        that is the operator's, not PAVE's."""
+        with self._lock:
+            self._account(account).refused = refused
+
+    def requests_by_account(self) -> dict[str, int]:
+        """Session requests (`GET /v1/sessions/{key}` and `/results`) made with each
+        account's valid credentials, whatever the answer: refused, throttled, faults
+        and 404s included, so a test can tell which accounts the tracker kept asking."""
+        with self._lock:
+            return {name: account.requests for name, account in self._accounts.items()}
+
     # -- scripting ----------------------------------------------------------------
     def add_session(
         self,
@@ -370,7 +538,9 @@ class Simulator:
         trailing_comma: bool = False,
         created_at: dt.datetime | None = None,
         starts_on_first_request: bool = False,
+        account: str = DEFAULT_ACCOUNT,
     ) -> SimulatedSession:
+        """A session of `account` (KeyError when there is none by that name)."""
         if not lifecycle:
             raise ValueError("a lifecycle needs at least one step")
         session = SimulatedSession(
@@ -380,8 +550,10 @@ class Simulator:
             not_found_for=not_found_for,
             trailing_comma=trailing_comma,
             starts_on_first_request=starts_on_first_request,
+            account=account,
         )
         with self._lock:
+            self._account(account)
             self._sessions[session_key] = session
         return session
 
@@ -397,62 +569,106 @@ class Simulator:
             return list(self._unknown_served.get(session_key, []))
 
     # -- authentication -------------------------------------------------------------
-    def authorised(self, headers: Any, now: dt.datetime) -> bool:
+    def _account_with_key(self, key: str) -> SimulatedAccount | None:
+        """The account whose API key this is. Every key is compared, each in constant
+        time, so the answer's timing tells nothing of which key came close."""
+        with self._lock:
+            accounts = list(self._accounts.values())
+        found = None
+        for account in accounts:
+            if secrets_match(key, account.api_key):
+                found = account
+        return found
+
+    def credentials_of(self, headers: Any, now: dt.datetime) -> SimulatedAccount | None:
+        """The account whose valid credentials these headers carry, refused or not; None
+        on a missing header, an unknown key, a wrong token or a timestamp more than
+        TOKEN_LIFETIME off."""
         key = headers.get("API-Key")
         token = headers.get("API-Token")
         timestamp = headers.get("API-Timestamp")
         if not key or not token or not timestamp:
-            return False
-        if not secrets_match(key, self.api_key):
-            return False
+            return None
+        account = self._account_with_key(key)
+        if account is None:
+            return None
         try:
             sent = dt.datetime.strptime(timestamp, TIMESTAMP_FORMAT).replace(tzinfo=dt.UTC)
         except ValueError:
-            return False
-        if abs(now - sent) > TOKEN_LIFETIME:
-            return False
-        if self.api_secret is not None:
-            expected = sign_token(username=self.username, api_key=self.api_key,
-                                  api_secret=self.api_secret, timestamp=timestamp)
-            if secrets_match(token, expected):
-                return True
-        return self.api_token is not None and secrets_match(token, self.api_token)
-
-    def _refuse(self, request: Request, now: dt.datetime) -> Response | None:
-        """PAVE's 401 for a request without valid credentials; None when they are good."""
-        if self.authorised(request.headers, now):
             return None
+        if abs(now - sent) > TOKEN_LIFETIME:
+            return None
+        return account if account.signs(token, timestamp) else None
+
+    def authorised(self, headers: Any, now: dt.datetime) -> bool:
+        """Whether PAVE would let these headers in: some account's valid credentials,
+        not refused."""
+        account = self.credentials_of(headers, now)
+        if account is None:
+            return False
         with self._lock:
+            return not account.refused
+
+    def _authenticate(self, request: Request, now: dt.datetime, *,
+                      counted: bool = False) -> SimulatedAccount | Response:
+        """The asking account, or PAVE's 401 for a request without valid credentials
+        (or with refused ones). `counted`: a session request, for requests_by_account()."""
+        account = self.credentials_of(request.headers, now)
+        with self._lock:
+            if account is not None and counted:
+                account.requests += 1
+            if account is not None and not account.refused:
+                return account
             self.rejected_auth += 1
         return JSONResponse({"message": "Unauthenticated."}, status_code=401)
 
     def _refuse_control(self, request: Request) -> Response | None:
-        """401 for a control API request without the simulator's own API-Key; None when
-        the control API is open or the key is right. Not counted in `rejected_auth`,
-        which counts refused PAVE requests."""
+        """401 for a control API request without one of the simulator's own API keys
+        (any account's); None when the control API is open or the key is one of them.
+        Not counted in `rejected_auth`, which counts refused PAVE requests."""
         key = request.headers.get("API-Key")
-        if self.control_api_open or (key is not None and secrets_match(key, self.api_key)):
+        if self.control_api_open or (key is not None
+                                     and self._account_with_key(key) is not None):
             return None
         return JSONResponse({"message": "Unauthenticated."}, status_code=401)
+
+    def _throttled(self, account: SimulatedAccount) -> Response | None:
+        """The 429 a throttled account gets, or None."""
+        with self._lock:
+            if not account.throttled_now(time.monotonic()):
+                return None
+            retry_after = account.retry_after
+        headers = {} if retry_after is None else {"Retry-After": (
+            str(int(retry_after)) if retry_after.is_integer() else str(retry_after))}
+        return JSONResponse({"message": "Too Many Attempts."}, status_code=429,
+                            headers=headers)
 
     # -- HTTP -----------------------------------------------------------------------
     async def _get_session(self, request: Request) -> Response:
         now = dt.datetime.now(dt.UTC)
         key = request.path_params["key"]
-        if refused := self._refuse(request, now):
-            return refused
+        account = self._authenticate(request, now, counted=True)
+        if isinstance(account, Response):
+            return account
+        if throttled := self._throttled(account):
+            return throttled
         fault = self._pick_fault()
         if fault is not None:
             return await self._fault_response(fault)
         with self._lock:
-            session = self._sessions.get(key)
-            if session and session.starts_on_first_request and not session.served:
-                session.created_at = now
+            found = self._sessions.get(key)
+            # Another account's session is as unknown to this one as a key never made.
+            session = found if found and found.account == account.name else None
+            if session and not session.asked_by_owner:
+                session.asked_by_owner = True
+                if session.starts_on_first_request:
+                    session.created_at = now
             body = session.payload(now) if session else None
-            log = session.served if session else self._unknown_served.setdefault(key, [])
-            log.append(Served(at=now, status=body["status"] if body else None))
+            log = found.served if found else self._unknown_served.setdefault(key, [])
+            log.append(Served(at=now, status=body["status"] if body else None,
+                              account=account.name))
         if body is None or session is None:
-            return JSONResponse({"message": f"Session {key} cannot be found."}, status_code=404)
+            return not_found(key)
         return Response(render(body, trailing_comma=session.trailing_comma),
                         media_type="application/json")
 
@@ -491,21 +707,29 @@ class Simulator:
         """Opaque inspection results, shaped like PAVE's description, once COMPLETE."""
         now = dt.datetime.now(dt.UTC)
         key = request.path_params["key"]
-        if refused := self._refuse(request, now):
-            return refused
+        account = self._authenticate(request, now, counted=True)
+        if isinstance(account, Response):
+            return account
+        if throttled := self._throttled(account):
+            return throttled
         with self._lock:
             session = self._sessions.get(key)
-            body = session.payload(now) if session else None
+            owned = session is not None and session.account == account.name
+            body = session.payload(now) if session and owned else None
         if body is None:
-            return JSONResponse({"message": f"Session {key} cannot be found."}, status_code=404)
+            return not_found(key)
         if body["status"] != "COMPLETE":
             return JSONResponse({"message": "Session is not yet completed."}, status_code=400)
         return JSONResponse(inspection_results(body))
 
     # -- PAVE's push notifications -------------------------------------------------
-    async def _callback_body(self, request: Request) -> dict[str, Any] | Response:
-        if refused := self._refuse(request, dt.datetime.now(dt.UTC)):
-            return refused
+    async def _callback_body(
+        self, request: Request
+    ) -> tuple[SimulatedAccount, dict[str, Any]] | Response:
+        """(the asking account, the registration), or the answer refusing it."""
+        account = self._authenticate(request, dt.datetime.now(dt.UTC))
+        if isinstance(account, Response):
+            return account
         try:
             body = await read_json(request)
             if not isinstance(body, dict) or body.get("event") not in PUSH_EVENTS \
@@ -523,39 +747,43 @@ class Simulator:
         if headers is None:
             return JSONResponse({"message": "headers must map ASCII names to ASCII values"},
                                 status_code=422)
-        return {"event": body["event"], "url": body["url"], "headers": headers}
+        return account, {"event": body["event"], "url": body["url"], "headers": headers}
 
     async def _list_callbacks(self, request: Request) -> Response:
-        if refused := self._refuse(request, dt.datetime.now(dt.UTC)):
-            return refused
+        account = self._authenticate(request, dt.datetime.now(dt.UTC))
+        if isinstance(account, Response):
+            return account
         with self._lock:
-            return JSONResponse(list(self.callbacks.values()))
+            return JSONResponse(list(account.callbacks.values()))
 
     async def _post_callback(self, request: Request) -> Response:
-        body = await self._callback_body(request)
-        if isinstance(body, Response):
-            return body
+        registration = await self._callback_body(request)
+        if isinstance(registration, Response):
+            return registration
+        account, body = registration
         with self._lock:
-            if body["event"] in self.callbacks:
+            if body["event"] in account.callbacks:
                 return JSONResponse({"message": "Callback already exists."}, status_code=409)
-            self.callbacks[body["event"]] = body
+            account.callbacks[body["event"]] = body
         self._start_pushing()
         return JSONResponse(body, status_code=201)
 
     async def _put_callback(self, request: Request) -> Response:
-        body = await self._callback_body(request)
-        if isinstance(body, Response):
-            return body
+        registration = await self._callback_body(request)
+        if isinstance(registration, Response):
+            return registration
+        account, body = registration
         with self._lock:
-            self.callbacks[body["event"]] = body
+            account.callbacks[body["event"]] = body
         self._start_pushing()
         return JSONResponse(body)
 
     async def _delete_callback(self, request: Request) -> Response:
-        if refused := self._refuse(request, dt.datetime.now(dt.UTC)):
-            return refused
+        account = self._authenticate(request, dt.datetime.now(dt.UTC))
+        if isinstance(account, Response):
+            return account
         with self._lock:
-            self.callbacks.pop(request.path_params["event"], None)
+            account.callbacks.pop(request.path_params["event"], None)
         return Response(status_code=204)
 
     def _start_pushing(self) -> None:
@@ -576,7 +804,8 @@ class Simulator:
             pusher.join(timeout)
 
     def _push_until_closed(self) -> None:
-        """Push each status change to the registered URLs, as PAVE would."""
+        """Push each status change to the URLs its session's account registered, as
+        PAVE would."""
         # No redirects: a loopback receiver must not send the pusher elsewhere.
         with httpx.Client(timeout=5, follow_redirects=False) as client:
             while not self._stop_pushing.is_set():
@@ -587,13 +816,14 @@ class Simulator:
                         step = session.step_at(now)
                         if step and self._last_pushed.get(key) != step[0]:
                             self._last_pushed[key] = step[0]
-                            changes.append((key, step[0]))
-                    callbacks = dict(self.callbacks)
-                for key, status in changes:
+                            changes.append((key, step[0], session.account))
+                    callbacks = {name: dict(account.callbacks)
+                                 for name, account in self._accounts.items()}
+                for key, status, account_name in changes:
                     events = ["SESSION:STATUS_CHANGE"] + (
                         ["SESSION:COMPLETE"] if status == "COMPLETE" else [])
                     for event in events:
-                        callback = callbacks.get(event)
+                        callback = callbacks[account_name].get(event)
                         # Checked before each push, so close() waits for at most one.
                         if callback is None or self._stop_pushing.is_set():
                             continue
@@ -622,15 +852,22 @@ class Simulator:
                 created_at=dt.datetime.now(dt.UTC),
                 not_found_for=float(spec.get("not_found_for", 0)),
                 trailing_comma=bool(spec.get("trailing_comma", False)),
+                account=spec.get("account", DEFAULT_ACCOUNT),
             )
         except _BodyTooLarge:
             return too_large()
         except (ValueError, KeyError, TypeError) as exc:
             return JSONResponse({"message": f"bad lifecycle: {exc}"}, status_code=400)
         with self._lock:
+            unknown_account = (not isinstance(session.account, str)
+                               or session.account not in self._accounts)
             full = key not in self._sessions and len(self._sessions) >= self.max_sessions
-            if not full:
+            if not unknown_account and not full:
                 self._sessions[key] = session
+        if unknown_account:
+            # Not echoed: it is whatever the caller sent, of any size or type.
+            return JSONResponse({"message": "account: no account of that name"},
+                                status_code=400)
         if full:
             # 507 Insufficient Storage: the server cannot store it. Not 429, since no
             # wait makes room (sessions are never removed), nor 409, since nothing about
@@ -639,8 +876,8 @@ class Simulator:
                                  "sessions, its limit; replace one or start another"},
                                 status_code=507)
         # When its lifecycle's clock started: a test can tell when each step begins.
-        return JSONResponse({"session_key": key, "created_at": pave_time(session.created_at)},
-                            status_code=201)
+        return JSONResponse({"session_key": key, "account": session.account,
+                             "created_at": pave_time(session.created_at)}, status_code=201)
 
     async def _get_served(self, request: Request) -> Response:
         if refused := self._refuse_control(request):
@@ -649,7 +886,8 @@ class Simulator:
         answers = self.served(key)
         return JSONResponse({
             "session_key": key,
-            "served": [{"at": pave_time(a.at), "status": a.status} for a in answers],
+            "served": [{"at": pave_time(a.at), "status": a.status, "account": a.account}
+                       for a in answers],
         })
 
 

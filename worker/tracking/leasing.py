@@ -42,9 +42,11 @@ def is_due(now: dt.datetime) -> ColumnElement[bool]:
 
 
 def lease_due_sessions(
-    *, db: Session, now: dt.datetime, limit: int, lease_seconds: float
-) -> tuple[str, list[int]]:
-    """Lease up to `limit` sessions due at `now`, oldest first; returns (token, ids).
+    *, db: Session, now: dt.datetime, limit: int, lease_seconds: float,
+    skip_accounts: Sequence[str] = (),
+) -> tuple[str, list[tuple[int, str]]]:
+    """Lease up to `limit` sessions due at `now`, oldest first, none of `skip_accounts`
+    (paused); returns (token, [(id, account)]).
 
     On PostgreSQL, FOR UPDATE SKIP LOCKED lets two dispatchers run at once without
     waiting for or double-leasing each other's rows. SQLite has no row locks: BEGIN
@@ -53,21 +55,19 @@ def lease_due_sessions(
     """
     token = new_token()
     expires = now + dt.timedelta(seconds=lease_seconds)
-    due = (
-        select(TrackedSession.id)
-        .where(is_due(now))
-        .order_by(TrackedSession.next_poll_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
+    due = select(TrackedSession.id).where(is_due(now))
+    if skip_accounts:
+        due = due.where(TrackedSession.account.not_in(list(skip_accounts)))
+    due = due.order_by(TrackedSession.next_poll_at).limit(limit).with_for_update(
+        skip_locked=True)
     leased = db.execute(
         update(TrackedSession)
         .where(_id_among(db, due))
         .values(lease_token=token, leased_until=expires, next_poll_at=expires)
-        .returning(TrackedSession.id)
+        .returning(TrackedSession.id, TrackedSession.account)
         .execution_options(synchronize_session=False)
     )
-    return token, [row_id for (row_id,) in leased]
+    return token, [(row_id, account) for row_id, account in leased]
 
 
 def _id_among(db: Session, ids: Select[int]) -> ColumnElement[bool]:
@@ -117,8 +117,8 @@ def due_backlog(*, db: Session, now: dt.datetime) -> tuple[int, dt.datetime | No
 def claim_leased_sessions(
     *, db: Session, ids: Sequence[int], lease_token: str, now: dt.datetime,
     lease_seconds: float,
-) -> tuple[str, list[tuple[int, str]]]:
-    """Swap the dispatch token for a claim token; returns (claim, [(id, key)]).
+) -> tuple[str, list[tuple[int, str, str]]]:
+    """Swap the dispatch token for a claim token; returns (claim, [(id, key, account)]).
 
     Rows whose token has changed (claimed already, re-leased, untracked) are left out.
     A lease that ran out while its message waited is still claimed if no tick has
@@ -138,10 +138,10 @@ def claim_leased_sessions(
         )
         .values(lease_token=claim, leased_until=expires,
                 unfinished_polls=TrackedSession.unfinished_polls + 1)
-        .returning(TrackedSession.id, TrackedSession.session_key)
+        .returning(TrackedSession.id, TrackedSession.session_key, TrackedSession.account)
         .execution_options(synchronize_session=False)
     )
-    return claim, [(row_id, key) for row_id, key in claimed]
+    return claim, [(row_id, key, account) for row_id, key, account in claimed]
 
 
 def load_claimed_sessions(
@@ -168,14 +168,14 @@ def release_unasked_session(tracked: TrackedSession, *, due_at: dt.datetime) -> 
 
 
 def release_paused_batch(
-    *, db: Session, ids: Sequence[int], lease_token: str, until: dt.datetime
+    *, db: Session, ids: Sequence[int], lease_token: str, account: str, until: dt.datetime
 ) -> int:
-    """Hand a leased batch back unclaimed while the account is paused: due again when the
-    pause ends. Returns how many rows it released."""
+    """Hand back unclaimed the sessions of a leased batch that belong to `account`, which
+    is paused: due again when the pause ends. Returns how many rows it released."""
     released = db.execute(
         update(TrackedSession)
         .where(TrackedSession.id.in_(list(ids)), TrackedSession.lease_token == lease_token,
-               IS_ACTIVE)
+               TrackedSession.account == account, IS_ACTIVE)
         .values(lease_token=None, leased_until=None, next_poll_at=until)
         .returning(TrackedSession.id)
         .execution_options(synchronize_session=False)

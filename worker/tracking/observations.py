@@ -59,12 +59,18 @@ def apply_observation(
 
     if tracked.tracking is Tracking.ACTIVE and _too_old(tracked, now, settings):
         _finish(tracked, Tracking.GAVE_UP, now)
-        log.info("%s: tracked longer than POLL_MAX_AGE, tracking ended", tracked.session_key)
+        log.info("%s: tracked longer than POLL_MAX_AGE, tracking ended", tracked.session_key,
+                 extra=log_fields(tracked))
     log.debug("polled %s: %s", tracked.session_key,
               outcome.status if isinstance(outcome, SessionSnapshot) else outcome.describe(),
-              extra={"session_key": tracked.session_key, "tracking": tracked.tracking.value})
+              extra={**log_fields(tracked), "tracking": tracked.tracking.value})
     ended = tracked.tracking if tracked.tracking is not Tracking.ACTIVE else None
     return Observed(change=change, ended=ended)
+
+
+def log_fields(tracked: TrackedSession) -> dict[str, str]:
+    """What a JSON log line says about whose session it is."""
+    return {"session_key": tracked.session_key, "account": tracked.account}
 
 
 def is_stale(snapshot: SessionSnapshot, tracked: TrackedSession) -> bool:
@@ -105,8 +111,7 @@ def _record_snapshot(
         )
         db.add(change)
         log.info("%s: %s -> %s", tracked.session_key, tracked.status, snapshot.status,
-                 extra={"session_key": tracked.session_key, "from": tracked.status,
-                        "to": snapshot.status})
+                 extra={**log_fields(tracked), "from": tracked.status, "to": snapshot.status})
         tracked.status = snapshot.status
 
     # A field PAVE leaves out (or nulls) this time keeps what an earlier answer said.
@@ -133,7 +138,7 @@ def _record_not_found(
     if (now - tracked.not_found_since).total_seconds() >= settings.not_found_grace:
         _finish(tracked, Tracking.NOT_FOUND, now)
         log.info("%s: not found for %.0f s, tracking ended", tracked.session_key,
-                 settings.not_found_grace)
+                 settings.not_found_grace, extra=log_fields(tracked))
     else:
         _schedule(tracked, next_poll_delay(tracked.status, settings=settings, rng=rng), now)
 
@@ -152,7 +157,7 @@ def _record_error(
     if isinstance(error, PaveRateLimited) and error.retry_after is not None:
         delay = max(delay, error.retry_after)
     log.warning("%s: poll failed (%s), retry in %.1f s", tracked.session_key,
-                error.describe(), delay)
+                error.describe(), delay, extra=log_fields(tracked))
     _schedule(tracked, delay, now)
 
 

@@ -24,28 +24,33 @@ class PushOutcome(enum.StrEnum):
 
 
 def lease_for_push(
-    *, db: Session, session_key: str, now: dt.datetime, lease_seconds: float, autotrack: bool
+    *, db: Session, account: str, session_key: str, now: dt.datetime, lease_seconds: float,
+    autotrack: bool,
 ) -> tuple[PushOutcome, tuple[int, str] | None]:
     """Make the session due now by leasing it at once; returns what to poll, if anything.
 
-    The push body is never recorded: the poll it starts asks PAVE's GET for the truth.
-    While the account is paused a push asks PAVE nothing either; the session falls due
-    as the pause ends instead of waiting for its next scheduled poll.
+    A push speaks for one account (its token says which): a key tracked under another
+    account is, to it, not tracked, and is neither polled nor taken over. The push body
+    is never recorded: the poll it starts asks PAVE's GET for the truth. While the
+    account is paused a push asks PAVE nothing either; the session falls due as the
+    pause ends instead of waiting for its next scheduled poll.
     """
     tracked = db.scalar(select(TrackedSession)
                         .where(TrackedSession.session_key == session_key).with_for_update())
+    if tracked is not None and tracked.account != account:
+        return PushOutcome.NOT_TRACKED, None
     if tracked is None:
         if not autotrack:
             return PushOutcome.NOT_TRACKED, None
-        track_sessions(db=db, requests=[TrackRequest(session_key, {"source": "pave-push"})],
-                       now=now)
+        track_sessions(db=db, requests=[TrackRequest(session_key, {"source": "pave-push"},
+                                                     account=account)], now=now)
         tracked = db.scalars(select(TrackedSession)
                              .where(TrackedSession.session_key == session_key)).one()
     if tracked.tracking is not Tracking.ACTIVE:
         return PushOutcome.FINISHED, None
     if tracked.lease_token is not None and tracked.leased_until and tracked.leased_until > now:
         return PushOutcome.IN_FLIGHT, None
-    paused_until = account_paused_until(db=db, now=now)
+    paused_until = account_paused_until(db=db, account=account, now=now)
     if paused_until is not None:
         if tracked.next_poll_at is None or tracked.next_poll_at > paused_until:
             tracked.next_poll_at = paused_until

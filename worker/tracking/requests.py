@@ -10,6 +10,7 @@ from email.headerregistry import AddressHeader, HeaderRegistry
 from pathlib import Path
 from typing import cast
 
+from worker.accounts import Accounts
 from worker.errors import BadInput
 from worker.tracking.keys import validate_session_key
 
@@ -21,6 +22,8 @@ MAX_METADATA_VALUE = 2000
 class TrackRequest:
     session_key: str
     metadata: dict[str, str] = field(default_factory=dict)
+    # The PAVE account's name; None until `assign_accounts` settles it.
+    account: str | None = None
 
 
 def parse_meta_option(pair: str) -> tuple[str, str]:
@@ -63,21 +66,34 @@ def is_one_email_address(value: str) -> bool:
 
 
 def merge_requests(requests: Iterable[TrackRequest]) -> list[TrackRequest]:
-    """One request per key, in first-seen order; later metadata wins."""
+    """One request per key, in first-seen order; later metadata wins. One key asked for
+    under two accounts is refused."""
     merged: dict[str, TrackRequest] = {}
     for request in requests:
-        if request.session_key in merged:
-            merged[request.session_key].metadata.update(request.metadata)
+        known = merged.get(request.session_key)
+        if known is None:
+            merged[request.session_key] = TrackRequest(request.session_key,
+                                                       dict(request.metadata), request.account)
+        elif known.account != request.account:
+            raise BadInput(f"{request.session_key}: asked for under two accounts, "
+                           f"{known.account!r} and {request.account!r}")
         else:
-            merged[request.session_key] = TrackRequest(request.session_key, dict(request.metadata))
+            known.metadata.update(request.metadata)
     return list(merged.values())
+
+
+def assign_accounts(requests: Iterable[TrackRequest], accounts: Accounts) -> list[TrackRequest]:
+    """Each request's account settled: the one it names (which must exist), or with a
+    single account that one; with several, naming one is required."""
+    return [TrackRequest(request.session_key, request.metadata,
+                         accounts.for_tracking(request.account)) for request in requests]
 
 
 def read_csv_requests(path: Path) -> list[TrackRequest]:
     """Every row of a CSV with a `session_key` column; other columns become metadata.
 
-    The whole file is checked before anything is written: the first bad line is
-    refused with its line number.
+    An `account` column names each row's PAVE account. The whole file is checked before
+    anything is written: the first bad line is refused with its line number.
     """
     try:
         text = path.read_bytes().decode("utf-8-sig")
@@ -109,8 +125,9 @@ def _rows(text: str, name: str) -> Iterator[TrackRequest]:
             try:
                 key = validate_session_key(cells.get("session_key", "").strip())
                 metadata = {column: value.strip() for column, value in cells.items()
-                            if column not in ("session_key", "") and value.strip()}
-                yield TrackRequest(key, validate_metadata(metadata))
+                            if column not in ("session_key", "account", "") and value.strip()}
+                account = cells.get("account", "").strip() or None
+                yield TrackRequest(key, validate_metadata(metadata), account)
             except BadInput as exc:
                 raise BadInput(f"{name} line {line}: {exc}") from None
     except csv.Error as exc:

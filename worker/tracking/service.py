@@ -10,8 +10,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from worker.accounts import DEFAULT_ACCOUNT
 from worker.db import insert_ignoring_duplicates
-from worker.errors import BadInput
+from worker.errors import AccountConflict, BadInput
 from worker.models import StatusChange, TrackedSession, Tracking
 from worker.tracking.requests import TrackRequest, merge_requests
 
@@ -35,8 +36,9 @@ def track_sessions(
     """Start tracking each key; idempotent.
 
     A new key is polled at once. A known key merges the new metadata into its own and,
-    if its tracking ended other than `done`, starts again as if tracked now.
-    `progress` is told how many keys each chunk handled.
+    if its tracking ended other than `done`, starts again as if tracked now; a key
+    tracked under another account is refused (`AccountConflict`) and nothing is written
+    by the caller's transaction. `progress` is told how many keys each chunk handled.
     """
     added = restarted = updated = unchanged = 0
     merged = merge_requests(requests)
@@ -50,6 +52,11 @@ def track_sessions(
                 )
             )
         }
+        for request in chunk:
+            tracked = existing.get(request.session_key)
+            if tracked is not None and tracked.account != _account_of(request):
+                raise AccountConflict(f"{request.session_key} is already tracked under "
+                                      "another account")
         new_rows = [
             _new_row(request, now) for request in chunk if request.session_key not in existing
         ]
@@ -135,10 +142,14 @@ def list_sessions(
     db: Session,
     tracking: Tracking | None = None,
     status: str | None = None,
+    accounts: Sequence[str] | None = None,
     limit: int | None = None,
     offset: int = 0,
 ) -> list[TrackedSession]:
+    """Sessions in id order; `accounts` keeps those accounts' only."""
     query = select(TrackedSession).order_by(TrackedSession.id).offset(offset)
+    if accounts is not None:
+        query = query.where(TrackedSession.account.in_(list(accounts)))
     if tracking is not None:
         query = query.where(TrackedSession.tracking == tracking)
     if status is not None:
@@ -148,9 +159,14 @@ def list_sessions(
     return list(db.scalars(query))
 
 
+def _account_of(request: TrackRequest) -> str:
+    return request.account or DEFAULT_ACCOUNT
+
+
 def _new_row(request: TrackRequest, now: dt.datetime) -> dict[str, Any]:
     return {
         "session_key": request.session_key,
+        "account": _account_of(request),
         "tracking": Tracking.ACTIVE,
         "user_metadata": request.metadata,
         "poll_count": 0,

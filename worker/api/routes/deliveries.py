@@ -7,7 +7,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, HTTPException, Path
 
 from worker.api import schemas
-from worker.api.deps import NEEDS_TOKEN, SessionsDep, api_token_first, bearer
+from worker.api.deps import NEEDS_TOKEN, ScopeDep, SessionsDep, api_token_first, bearer
 from worker.api.paging import PAGE_SIZE, Limit, Offset, next_offset
 from worker.db import utcnow
 from worker.delivery import outbox
@@ -22,12 +22,14 @@ router = APIRouter(tags=["deliveries"], route_class=api_token_first,
 @router.get("/deliveries", response_model=schemas.DeliveryPage)
 def deliveries(
     sessions: SessionsDep,
+    scope: ScopeDep,
     state: DeliveryState | None = None,
     limit: Limit = PAGE_SIZE,
     offset: Offset = 0,
 ) -> dict[str, Any]:
     with sessions.begin() as db:
-        found = outbox.list_deliveries(db=db, state=state, limit=limit + 1, offset=offset)
+        found = outbox.list_deliveries(db=db, state=state, accounts=scope.names,
+                                       limit=limit + 1, offset=offset)
         page = [delivery_detail(d, e, k) for d, e, k in found[:limit]]
     return {"deliveries": page, "next_offset": next_offset(found, limit=limit, offset=offset)}
 
@@ -37,12 +39,14 @@ def deliveries(
 def replay_delivery(
     delivery_id: Annotated[str, Path(pattern=f"^{DELIVERY_ID.pattern}$")],
     sessions: SessionsDep,
+    scope: ScopeDep,
 ) -> schemas.Replayed:
-    """Deliver again from the start of the retry schedule, under the same id."""
+    """Deliver again from the start of the retry schedule, under the same id. Another
+    account's delivery is, to an account's token, no such delivery."""
     try:
         with sessions.begin() as db:
             replayed = outbox.replay_deliveries(db=db, ids=[delivery_id], all_dead=False,
-                                                now=utcnow())
+                                                now=utcnow(), accounts=scope.names)
     except BadInput as exc:
         raise HTTPException(404, str(exc)) from None
     return schemas.Replayed(id=delivery_id, replayed=replayed)
