@@ -58,7 +58,7 @@ def test_the_pave_variables_are_the_default_account() -> None:
     default = accounts.named(DEFAULT_ACCOUNT)
     assert default.has_credentials and default.dealer_name is None
     assert default.push_token is not None
-    assert accounts.for_tracking(None) == DEFAULT_ACCOUNT
+    assert accounts.choose(None) == DEFAULT_ACCOUNT
 
 
 def test_a_default_account_exists_with_nothing_set() -> None:
@@ -82,9 +82,9 @@ def test_two_stores_from_the_file(scratch: Path) -> None:
     assert accounts.dealer_names == {"north": "North Toyota", "south": "South Honda"}
     assert NORTH_SECRET not in repr(accounts)
     with pytest.raises(BadInput, match="several accounts"):
-        accounts.for_tracking(None)
+        accounts.choose(None)
     with pytest.raises(BadInput, match="unknown account 'west'; accounts are north, south"):
-        accounts.for_tracking("west")
+        accounts.choose("west")
 
 
 def test_the_default_account_beside_the_file(scratch: Path) -> None:
@@ -133,6 +133,34 @@ def test_a_bad_account_is_refused_naming_its_section(scratch: Path, text: str,
     assert reason in str(refused.value)
     assert "PAVE_TRACKER_CONFIG" in str(refused.value)
     assert NORTH_SECRET not in str(refused.value) and "north-key" not in str(refused.value)
+
+
+@pytest.mark.parametrize("overrides, reason", [
+    ({"api_tokens": NORTH_API_TOKEN}, "one token is in both API_TOKENS and [[account]] 'north'"),
+    ({"pave_api_key": "key", "pave_api_token": "t",
+      "pave_push_token": "north-push-token-0123456789"},
+     "one token is in both PAVE_PUSH_TOKEN and [[account]] 'north' push_token"),
+    ({"pave_push_token": "lonely-push-token-0123"},
+     "bad setting PAVE_PUSH_TOKEN: set PAVE_API_KEY"),
+    ({"pave_rate_limit": 3}, "bad setting PAVE_RATE_LIMIT: set PAVE_API_KEY"),
+])
+def test_tokens_have_one_owner_and_pave_variables_need_a_key(
+        scratch: Path, overrides: dict[str, object], reason: str) -> None:
+    (scratch / "pave-tracker.toml").write_text(TWO_STORES)
+    with pytest.raises(SettingsError) as refused:
+        load_accounts(make_settings("sqlite://", **{**NO_PAVE_VARIABLES, **overrides}))
+    assert reason in str(refused.value)
+    assert NORTH_API_TOKEN not in str(refused.value)
+    assert "north-push-token" not in str(refused.value)
+
+
+def test_a_secret_is_never_read_from_a_file_beside_the_config(scratch: Path) -> None:
+    (scratch / "secret.txt").write_text(NORTH_SECRET)
+    without_secret = {name: value for name, value in GOOD.items() if name != "api_secret_env"}
+    (scratch / "pave-tracker.toml").write_text(account(**without_secret)
+                                               + 'api_secret_file = "secret.txt"\n')
+    with pytest.raises(SettingsError, match="api_secret is a secret: write api_secret_env"):
+        load_accounts(make_settings("sqlite://", **NO_PAVE_VARIABLES))
 
 
 def test_default_named_twice(scratch: Path) -> None:

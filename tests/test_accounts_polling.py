@@ -4,6 +4,7 @@ other goes on at full speed. The same for a 429."""
 
 from __future__ import annotations
 
+import datetime as dt
 import logging
 from collections.abc import Iterator
 
@@ -96,8 +97,13 @@ def test_one_accounts_fault_stops_that_account_alone(
     with sessions() as db:
         pauses = {pause.account: pause for pause in db.scalars(select(AccountPause))}
     assert set(pauses) == {"north"}
-    assert pauses["north"].paused_until is not None
-    assert pauses["north"].paused_until > clock.now
+    until = pauses["north"].paused_until
+    assert until is not None and until > clock.now
+    # North's sessions wait at the pause's end, not at the front of the due index.
+    with sessions() as db:
+        waiting = set(db.scalars(select(TrackedSession.next_poll_at)
+                                 .where(TrackedSession.account == "north")))
+    assert all(when is not None and when >= until for when in waiting)
 
 
 def test_each_account_is_signed_with_its_own_credentials(
@@ -129,7 +135,7 @@ def test_each_account_is_signed_with_its_own_credentials(
 
 def test_a_session_of_an_account_no_longer_configured(
     sessions: sessionmaker[Session], database_url: str,
-    two_stores: tuple[Simulator, Accounts],
+    two_stores: tuple[Simulator, Accounts], caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Its account was taken out of the settings: nothing to sign with. It is refused
     like bad credentials (that account pauses), and the others go on. A client is opened
@@ -147,3 +153,32 @@ def test_a_session_of_an_account_no_longer_configured(
     assert rows["SOUTH-000"].status == "IDLE"
     assert rows["GONE-1"].last_error == "auth: no account 'west' in the settings"
     assert pauses == ["west"]
+    assert "account west is not in the settings" in caplog.text
+    assert "refused the credentials" not in caplog.text
+
+
+def test_a_tick_moves_a_paused_accounts_due_sessions_to_its_pause_end(
+    sessions: sessionmaker[Session], database_url: str,
+) -> None:
+    """Left due, they would head the due index for the whole pause, read past by every
+    tick and counted as backlog: the tick moves them to when the pause ends instead."""
+    from worker.tracking.account import pause_account
+    from worker.tracking.leasing import due_backlog
+
+    settings = make_settings(database_url, poll_batch_size=BATCH)
+    clock = Clock()
+    with sessions.begin() as db:
+        for number in range(5):
+            add_session(db, f"NORTH-{number}", account="north", next_poll_at=clock.now)
+            add_session(db, f"SOUTH-{number}", account="south", next_poll_at=clock.now)
+        until = pause_account(db=db, account="north", reason="PAVE asked to slow down (429)",
+                              until=clock.now + dt.timedelta(seconds=60))
+    sent = tick(sessions, settings, clock)
+    with sessions() as db:
+        accounts = set(db.scalars(select(TrackedSession.account)
+                                  .where(TrackedSession.id.in_(sent[0][0]))))
+        north = set(db.scalars(select(TrackedSession.next_poll_at)
+                               .where(TrackedSession.account == "north")))
+        backlog, _ = due_backlog(db=db, now=clock.now)
+    assert len(sent) == 1 and len(sent[0][0]) == 5 and accounts == {"south"}
+    assert north == {until} and backlog == 0

@@ -24,7 +24,8 @@ TOKEN = "schema-token-0123456789"
 def api_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     folder: Path = tmp_path_factory.mktemp("schema")
     database_url = f"sqlite:///{folder / 'api.db'}"
-    tracker = make_settings(database_url, api_tokens=TOKEN, pave_push_token=TOKEN)
+    tracker = make_settings(database_url, api_tokens=TOKEN,
+                            pave_push_token="schema-push-token-0123456789")
     upgrade_database(tracker)
     app = create_app(settings=tracker, sessions=session_factory(database_url),
                      enqueue_poll=lambda ids, token: None)

@@ -138,16 +138,23 @@ def test_tracking_under_an_account_the_token_does_not_own_is_refused(
     conflict = client.post("/sessions", headers=auth(GLOBAL),
                            json={"session_key": "NEW-1", "account": "south"})
     assert conflict.status_code == 409
-    assert client.post("/sessions", headers=auth(GLOBAL),
-                       json={"session_key": "NEW-2"}).status_code == 422  # which account?
+    which = client.post("/sessions", headers=auth(GLOBAL), json={"sessions": [
+        {"session_key": "NEW-2", "account": "north"}, {"session_key": "NEW-3"}]})
+    assert which.status_code == 422  # which account?
+    assert which.json()["detail"][0]["loc"] == ["body", "sessions", 1, "account"]
     assert client.get("/metrics", headers=token).status_code == 403
     assert client.get("/metrics", headers=auth(GLOBAL)).status_code == 200
 
 
 def test_a_global_token_sees_every_account(tenants: Tenants) -> None:
+    with tenants.sessions.begin() as db:  # of an account since taken out of the settings
+        add_session(db, "WEST-1", account="west")
     rows = tenants.client.get("/sessions", headers=auth(GLOBAL)).json()["sessions"]
-    assert {row["account"] for row in rows} == {"north", "south"}
-    assert {row["dealer_name"] for row in rows} == {"North Motors", "South Motors"}
+    assert {row["account"] for row in rows} == {"north", "south", "west"}
+    assert {row["dealer_name"] for row in rows} == {"North Motors", "South Motors", None}
+    assert tenants.client.get("/sessions/WEST-1", headers=auth(GLOBAL)).status_code == 200
+    assert tenants.client.get("/sessions/WEST-1",
+                              headers=auth(TOKENS["north"])).status_code == 404
     south = tenants.client.get("/sessions?account=south", headers=auth(GLOBAL)).json()
     assert [row["session_key"] for row in south["sessions"]] == KEYS["south"]
 

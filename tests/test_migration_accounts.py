@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import datetime as dt
 
+import pytest
 from sqlalchemy import text
 
 from tests.test_migrations import run
@@ -44,6 +45,19 @@ def check_accounts_migration(url: str) -> None:
         keys = connection.scalars(text("SELECT session_key FROM tracked_sessions")).all()
     assert reason == "PAVE refused the credentials" and sorted(keys) == ["OLD-1", "OLD-2"]
     run(url, ("downgrade", "base"), ("upgrade", "head"))  # as the other tests expect it
+
+
+def test_going_back_refuses_while_other_accounts_have_sessions(sqlite_url: str) -> None:
+    """Revision 0006 would poll them with the PAVE_* credentials: refused, kept."""
+    with engine_for(sqlite_url).begin() as connection:
+        connection.execute(text(
+            "INSERT INTO tracked_sessions (session_key, account, tracking, user_metadata, "
+            "poll_count, consecutive_errors, unfinished_polls, tracked_at) VALUES "
+            "('N-1', 'north', 'active', '{}', 0, 0, 0, '2026-11-30 00:00:00')"))
+    with pytest.raises(RuntimeError, match="1 sessions belong to accounts other than"):
+        run(sqlite_url, ("downgrade", "0006"))
+    with engine_for(sqlite_url).connect() as connection:
+        assert connection.scalar(text("SELECT account FROM tracked_sessions")) == "north"
 
 
 def test_sqlite(sqlite_url: str) -> None:

@@ -130,9 +130,9 @@ class Accounts:
                            f"{', '.join(self.names)}")
         return account
 
-    def for_tracking(self, name: str | None) -> str:
-        """The account a key is tracked under: the one named, or with one account that
-        one; with several, a name is required."""
+    def choose(self, name: str | None) -> str:
+        """The account a request means: the one named, or with one account that one;
+        with several, a name is required."""
         if name is not None:
             return self.named(name).name
         if len(self.accounts) == 1:
@@ -146,6 +146,17 @@ def load_accounts(settings: Settings) -> Accounts:
     `[[account]]` is given), then each `[[account]]` of the TOML file."""
     sections = read_sections(settings, "account")
     accounts: list[Account] = []
+    if sections and settings.pave_api_key is None:
+        orphans = [name for name, value in (
+            ("PAVE_USERNAME", settings.pave_username),
+            ("PAVE_API_SECRET", settings.pave_api_secret),
+            ("PAVE_API_TOKEN", settings.pave_api_token),
+            ("PAVE_PUSH_TOKEN", settings.pave_push_token),
+            ("PAVE_RATE_LIMIT", settings.pave_rate_limit)) if value is not None]
+        if orphans:
+            # Without a key there is no `default` account for them to belong to.
+            raise SettingsError(f"bad setting {orphans[0]}: set PAVE_API_KEY too (the "
+                                "`default` account), or drop it beside [[account]] tables")
     if settings.pave_api_key is not None or not sections:
         accounts.append(Account(
             name=DEFAULT_ACCOUNT, api_url=settings.pave_api_url,
@@ -154,7 +165,9 @@ def load_accounts(settings: Settings) -> Accounts:
             rate_limit=settings.pave_rate_limit, push_token=settings.pave_push_token,
         ))
     for section in sections:
-        if written := [key for key in SECRETS if key in section.keys]:
+        written = [key for key in SECRETS
+                   if key in section.keys or f"{key}_file" in section.keys]
+        if written:
             raise SettingsError(f"bad setting {section.label}: {written[0]} is a secret: "
                                 f"write {written[0]}_env, the variable that holds it")
         account = _build_account(section.label, {"api_url": settings.pave_api_url,
@@ -168,7 +181,24 @@ def load_accounts(settings: Settings) -> Accounts:
                                 f"{account.name!r}" + (" (the PAVE_* variables define "
                                 "'default')" if account.name == DEFAULT_ACCOUNT else ""))
         accounts.append(account)
+    _no_token_twice(settings, accounts)
     return Accounts(tuple(accounts))
+
+
+def _no_token_twice(settings: Settings, accounts: list[Account]) -> None:
+    """A bearer token says whose data a request sees: one token, one owner."""
+    owners: dict[str, str] = {}
+    places = [("API_TOKENS", token) for token in settings.api_tokens]
+    places += [(f"[[account]] {account.name!r} api_tokens", token)
+               for account in accounts for token in account.api_tokens]
+    places += [("PAVE_PUSH_TOKEN" if account.name == DEFAULT_ACCOUNT
+                else f"[[account]] {account.name!r} push_token", account.push_token)
+               for account in accounts if account.push_token is not None]
+    for place, token in places:
+        first = owners.setdefault(token.get_secret_value(), place)
+        if first != place:
+            raise SettingsError(f"bad setting PAVE_TRACKER_CONFIG: one token is in both "
+                                f"{first} and {place}; give each its own")
 
 
 def _build_account(label: str, values: dict[str, Any]) -> Account:

@@ -139,7 +139,8 @@ def list_command(tracking: str | None, status: str | None, account: str | None,
             db=db, tracking=Tracking(tracking) if tracking else None, status=status,
             accounts=[account] if account is not None else None, limit=limit,
         )
-        rows = [session_summary(tracked, dealer_name=accounts.dealer_names.get(tracked.account))
+        dealer_names = accounts.dealer_names
+        rows = [session_summary(tracked, dealer_name=dealer_names.get(tracked.account))
                 for tracked in sessions]
     if as_json:
         print_json(rows)
@@ -343,7 +344,7 @@ def register_callbacks(url: str, account: str | None) -> None:
     if not url.startswith(("https://", "http://")):
         raise BadInput(f"bad URL {url[:80]!r}: expected http(s)://…/pave/callbacks")
     accounts = get_accounts()
-    chosen = accounts.named(accounts.for_tracking(account))
+    chosen = accounts.named(accounts.choose(account))
     if chosen.push_token is None:
         raise BadInput("set PAVE_PUSH_TOKEN first: PAVE sends it back with every push"
                        if chosen.name == DEFAULT_ACCOUNT else

@@ -10,6 +10,7 @@
     └── PaveError                 a poll that did not give a usable session
         ├── PaveNotFound          404: PAVE does not know the key (yet)
         ├── PaveAuthError         401/403: the credentials are wrong
+        │   └── AccountNotConfigured  a session's account is not in the settings
         ├── PaveRateLimited       429: slow down, `retry_after` seconds if PAVE said so
         ├── PaveServerError       5xx, or any other unexpected HTTP status
         ├── PaveTransportError    no answer: connection refused, timeout, reset
@@ -66,6 +67,10 @@ class PaveNotFound(PaveError):
 
 class PaveAuthError(PaveError):
     kind = "auth"
+
+
+class AccountNotConfigured(PaveAuthError):
+    """No credentials to ask with: the session's account was taken out of the settings."""
 
 
 class PaveRateLimited(PaveError):

@@ -40,6 +40,13 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    # Before accounts every session was polled with the PAVE_* credentials: another
+    # account's would be asked about with the wrong ones and end `not_found`.
+    others = op.get_bind().scalar(sa.text(
+        "SELECT count(*) FROM tracked_sessions WHERE account <> 'default'"))
+    if others:
+        raise RuntimeError(f"{others} sessions belong to accounts other than 'default': "
+                           "untrack and delete them before going back to revision 0006")
     op.create_table(
         "pave_account",
         sa.Column("id", sa.Integer(), nullable=False),

@@ -15,6 +15,7 @@ dependency in its thread pool, a hop per request for reading an attribute.
 from __future__ import annotations
 
 import hmac
+import secrets
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Annotated, Any
@@ -79,19 +80,25 @@ def unauthorised(detail: str) -> HTTPException:
 
 @dataclass(frozen=True)
 class TokenScope:
-    """What a request's API token may see: every account (a token from API_TOKENS), or
-    the one account whose `api_tokens` hold it. Anything of another account does not
-    exist for it: 404, as an unknown key."""
+    """What a request's API token may see: everything (a token from API_TOKENS, which
+    sees the sessions of an account since taken out of the settings too), or the one
+    account whose `api_tokens` hold it. Anything of another account does not exist for
+    it: 404, as an unknown key."""
 
     accounts: Accounts
     everything: bool
 
     @property
-    def names(self) -> list[str]:
-        return self.accounts.names
+    def only(self) -> list[str] | None:
+        """The accounts to keep in a listing; None: every one."""
+        return None if self.everything else self.accounts.names
 
     def sees(self, account: str) -> bool:
-        return self.accounts.get(account) is not None
+        return self.everything or self.accounts.get(account) is not None
+
+    @property
+    def dealer_names(self) -> dict[str, str | None]:
+        return self.accounts.dealer_names
 
 
 def check_api_token(request: Request, credentials: HTTPAuthorizationCredentials | None
@@ -113,14 +120,19 @@ def check_api_token(request: Request, credentials: HTTPAuthorizationCredentials 
                            else TokenScope(Accounts((owner,)), everything=False))
 
 
+NOBODYS_TOKEN = SecretStr(secrets.token_urlsafe(32))
+
+
 def check_push_token(request: Request, credentials: HTTPAuthorizationCredentials | None
                      ) -> None:
     """The push token of the account in the path (`default` at /pave/callbacks), and
     never an API token. An unknown account is refused exactly as a wrong token is."""
     accounts: Accounts = request.app.state.accounts
     account = accounts.get(request.path_params.get("account", DEFAULT_ACCOUNT))
-    push_tokens = (account.push_token,) if account and account.push_token else ()
-    if not token_matches(credentials, push_tokens):
+    # An account with no push token, or none by that name, is compared against a token
+    # nobody holds: the same work, so timing does not tell which accounts exist.
+    push_token = account.push_token if account and account.push_token else NOBODYS_TOKEN
+    if not token_matches(credentials, (push_token,)) or push_token is NOBODYS_TOKEN:
         raise unauthorised("missing or unknown push token")
 
 

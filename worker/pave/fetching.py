@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from worker import metrics
+from worker.accounts import DEFAULT_ACCOUNT
 from worker.errors import PaveError, PaveTransportError
 from worker.pave.client import PaveClient
 from worker.pave.gate import AccountGate, is_account_error
@@ -54,7 +55,7 @@ def paused(gate: AccountGate) -> NotAsked:
 async def fetch_sessions(
     client: PaveClient, keys: Sequence[str], *, concurrency: int, with_results: bool = False,
     rate_limit: PaveRateLimit | None = None, budget: float | None = None,
-    gate: AccountGate | None = None, account: str = "default",
+    gate: AccountGate | None = None, account: str = DEFAULT_ACCOUNT,
 ) -> dict[str, Outcome]:
     """Ask PAVE about every key of `account`, at most `concurrency` requests at once.
 

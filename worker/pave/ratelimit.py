@@ -15,7 +15,7 @@ from limits import RateLimitItem, RateLimitItemPerSecond
 from limits.aio.storage import MemoryStorage, RedisStorage, Storage
 from limits.aio.strategies import SlidingWindowCounterRateLimiter
 
-from worker.accounts import Account
+from worker.accounts import DEFAULT_ACCOUNT, Account
 from worker.config import Settings
 
 NAMESPACE = ("pave-tracker", "pave-requests")
@@ -30,8 +30,8 @@ def rate_item(per_second: float) -> RateLimitItem:
 
 
 class PaveRateLimit:
-    def __init__(self, per_second: float, storage: Storage, *, account: str = "default"
-                 ) -> None:
+    def __init__(self, per_second: float, storage: Storage, *,
+                 account: str = DEFAULT_ACCOUNT) -> None:
         self.item = rate_item(per_second)
         self.limiter = SlidingWindowCounterRateLimiter(storage)
         self.keys = (*NAMESPACE, account)
@@ -62,4 +62,4 @@ def rate_limit_from(settings: Settings, account: Account | None = None
     else:
         storage = MemoryStorage()
     return PaveRateLimit(per_second, storage,
-                         account=account.name if account is not None else "default")
+                         account=account.name if account is not None else DEFAULT_ACCOUNT)

@@ -10,7 +10,7 @@ from collections.abc import Mapping, Sequence
 
 from worker.accounts import Account, Accounts
 from worker.config import Settings
-from worker.errors import PaveAuthError
+from worker.errors import AccountNotConfigured
 from worker.pave.auth import credentials_from
 from worker.pave.client import PaveClient
 from worker.pave.fetching import Outcome, fetch_sessions
@@ -51,7 +51,7 @@ class PollRuntime:
             if account is None:
                 # Tracked under an account since taken out of the settings: nothing to
                 # ask PAVE with. Refused credentials pause that account alone, loudly.
-                refused = PaveAuthError(f"no account {name!r} in the settings")
+                refused = AccountNotConfigured(f"no account {name!r} in the settings")
                 outcomes.update((key, refused) for key in keys)
             else:
                 asked.append((account, keys))

@@ -17,7 +17,7 @@ recorded does (the worker died or hung polling it).
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from sqlalchemy import ColumnElement, Select, and_, any_, func, or_, select, text, update
 from sqlalchemy.orm import Session
@@ -167,17 +167,43 @@ def release_unasked_session(tracked: TrackedSession, *, due_at: dt.datetime) -> 
     tracked.next_poll_at = due_at
 
 
-def release_paused_batch(
-    *, db: Session, ids: Sequence[int], lease_token: str, account: str, until: dt.datetime
+def release_paused_accounts(
+    *, db: Session, ids: Sequence[int], lease_token: str, paused: Mapping[str, dt.datetime]
 ) -> int:
-    """Hand back unclaimed the sessions of a leased batch that belong to `account`, which
-    is paused: due again when the pause ends. Returns how many rows it released."""
-    released = db.execute(
-        update(TrackedSession)
-        .where(TrackedSession.id.in_(list(ids)), TrackedSession.lease_token == lease_token,
-               TrackedSession.account == account, IS_ACTIVE)
-        .values(lease_token=None, leased_until=None, next_poll_at=until)
-        .returning(TrackedSession.id)
-        .execution_options(synchronize_session=False)
-    )
-    return len(released.all())
+    """Hand back unclaimed the sessions of a leased batch whose account is paused: each
+    due again when its account's pause ends. Returns how many rows it released."""
+    released = 0
+    for account in sorted(paused):
+        rows = db.execute(
+            update(TrackedSession)
+            .where(TrackedSession.id.in_(list(ids)),
+                   TrackedSession.lease_token == lease_token,
+                   TrackedSession.account == account, IS_ACTIVE)
+            .values(lease_token=None, leased_until=None, next_poll_at=paused[account])
+            .returning(TrackedSession.id)
+            .execution_options(synchronize_session=False)
+        )
+        released += len(rows.all())
+    return released
+
+
+def defer_paused_sessions(
+    *, db: Session, paused: Mapping[str, dt.datetime], now: dt.datetime, limit: int
+) -> int:
+    """Move the due sessions of paused accounts (up to `limit` a tick) to their pause's
+    end: left due, they would sit at the front of the due index, read past by every
+    tick's lease and counted in the backlog, for the whole pause."""
+    deferred = 0
+    for account in sorted(paused):
+        due = (select(TrackedSession.id)
+               .where(is_due(now), TrackedSession.account == account)
+               .limit(limit).with_for_update(skip_locked=True))
+        rows = db.execute(
+            update(TrackedSession)
+            .where(_id_among(db, due))
+            .values(next_poll_at=paused[account])
+            .returning(TrackedSession.id)
+            .execution_options(synchronize_session=False)
+        )
+        deferred += len(rows.all())
+    return deferred

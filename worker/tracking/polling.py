@@ -21,7 +21,7 @@ from worker.db import utcnow
 from worker.delivery.events import Observed
 from worker.delivery.outbox import record_events
 from worker.delivery.targets import Target
-from worker.errors import PaveAuthError, PaveError
+from worker.errors import AccountNotConfigured, PaveAuthError, PaveError
 from worker.models import TrackedSession, Tracking
 from worker.pave.fetching import NotAsked, Outcome
 from worker.pave.gate import is_account_error, pause_seconds
@@ -36,10 +36,11 @@ from worker.tracking.backpressure import (
 )
 from worker.tracking.leasing import (
     claim_leased_sessions,
+    defer_paused_sessions,
     due_backlog,
     lease_due_sessions,
     load_claimed_sessions,
-    release_paused_batch,
+    release_paused_accounts,
     release_unasked_session,
     sessions_that_kill_their_worker,
 )
@@ -93,6 +94,7 @@ def dispatch_due_polls(
         # PAVE throttled these accounts or refused their credentials: they wait, the
         # others go on.
         paused = paused_accounts(db=db, now=now)
+        defer_paused_sessions(db=db, paused=paused, now=now, limit=settings.dispatch_max)
         token, leased = lease_due_sessions(db=db, now=now, limit=allowance,
                                            lease_seconds=settings.lease_seconds,
                                            skip_accounts=sorted(paused))
@@ -158,10 +160,9 @@ def poll_leased_sessions(
     dealer_names = dealer_names or {}
     with sessions.begin() as db:
         claimed_at = clock()
-        paused = paused_accounts(db=db, now=claimed_at)
-        released_paused = sum(release_paused_batch(db=db, ids=ids, lease_token=lease_token,
-                                            account=account, until=until)
-                       for account, until in paused.items())
+        released_paused = release_paused_accounts(
+            db=db, ids=ids, lease_token=lease_token,
+            paused=paused_accounts(db=db, now=claimed_at))
         claim, claimed = claim_leased_sessions(db=db, ids=ids, lease_token=lease_token,
                                                now=claimed_at,
                                                lease_seconds=settings.lease_seconds)
@@ -183,14 +184,8 @@ def poll_leased_sessions(
             db=db, ids=[row_id for row_id, _, _ in claimed], claim=claim
         )
         now = clock()
-        pauses = {account: pause_for_account_errors(
-            db=db, account=account, outcomes=[outcomes[key] for key in keys], now=now,
-            settings=settings) for account, keys in keys_by_account.items()}
-        for account, keys in keys_by_account.items():
-            if pauses[account] is None and any(isinstance(outcomes[key], NotAsked)
-                                               for key in keys):
-                # Another process's pause, perhaps.
-                pauses[account] = account_paused_until(db=db, account=account, now=now)
+        pauses = pauses_after_answers(db=db, keys_by_account=keys_by_account,
+                                      outcomes=outcomes, now=now, settings=settings)
         for tracked in tracked_sessions:
             outcome = outcomes[tracked.session_key]
             paused_until = pauses[tracked.account]
@@ -236,6 +231,24 @@ def _due_again(tracked: TrackedSession, outcome: NotAsked, *,
     return paused_until + dt.timedelta(seconds=rng.uniform(0, JITTER * settings.poll_interval))
 
 
+def pauses_after_answers(
+    *, db: Session, keys_by_account: Mapping[str, Sequence[str]],
+    outcomes: Mapping[str, Outcome], now: dt.datetime, settings: Settings,
+) -> dict[str, dt.datetime | None]:
+    """Each account's pause after this batch's answers: the one its errors call for,
+    else (if keys came back unasked) another process's. Accounts in name order, so two
+    batches lock the pause rows in the same order and never deadlock."""
+    pauses: dict[str, dt.datetime | None] = {}
+    for account in sorted(keys_by_account):
+        answers = [outcomes[key] for key in keys_by_account[account]]
+        until = pause_for_account_errors(db=db, account=account, outcomes=answers, now=now,
+                                         settings=settings)
+        if until is None and any(isinstance(answer, NotAsked) for answer in answers):
+            until = account_paused_until(db=db, account=account, now=now)
+        pauses[account] = until
+    return pauses
+
+
 def pause_for_account_errors(
     *, db: Session, account: str, outcomes: Iterable[Outcome], now: dt.datetime,
     settings: Settings,
@@ -247,7 +260,12 @@ def pause_for_account_errors(
         return None
     seconds = pause_seconds(account_errors, auth_pause=settings.auth_pause,
                             rate_limit_pause=settings.rate_limit_pause)
-    if any(isinstance(error, PaveAuthError) for error in account_errors):
+    if any(isinstance(error, AccountNotConfigured) for error in account_errors):
+        log.error("account %s is not in the settings, so its sessions cannot be polled: "
+                  "they wait %.0f s at a time. Add the account back, or untrack them.",
+                  account, seconds, extra={"account": account})
+        reason = "the account is not in the settings"
+    elif any(isinstance(error, PaveAuthError) for error in account_errors):
         log.error("PAVE refused the credentials of account %s: its polling paused for "
                   "%.0f s. Check its API key and username/secret or token "
                   "(`pave-tracker check`).", account, seconds,

@@ -86,7 +86,7 @@ def assign_accounts(requests: Iterable[TrackRequest], accounts: Accounts) -> lis
     """Each request's account settled: the one it names (which must exist), or with a
     single account that one; with several, naming one is required."""
     return [TrackRequest(request.session_key, request.metadata,
-                         accounts.for_tracking(request.account)) for request in requests]
+                         accounts.choose(request.account)) for request in requests]
 
 
 def read_csv_requests(path: Path) -> list[TrackRequest]:

@@ -68,6 +68,9 @@ def track_sessions(
                 new_rows,
             )
             added += len(inserted.all())
+            # A key another account's `track` inserted a moment ago was skipped by ON
+            # CONFLICT DO NOTHING: it is that account's, so this request is refused.
+            _check_owners(db, {row["session_key"]: row["account"] for row in new_rows})
         for request in chunk:
             tracked = existing.get(request.session_key)
             if tracked is None:
@@ -157,6 +160,13 @@ def list_sessions(
     if limit is not None:
         query = query.limit(limit)
     return list(db.scalars(query))
+
+
+def _check_owners(db: Session, owner_of: dict[str, str]) -> None:
+    for key, account in db.execute(select(TrackedSession.session_key, TrackedSession.account)
+                                   .where(TrackedSession.session_key.in_(list(owner_of)))):
+        if account != owner_of[key]:
+            raise AccountConflict(f"{key} is already tracked under another account")
 
 
 def _account_of(request: TrackRequest) -> str:

@@ -28,7 +28,7 @@ def deliveries(
     offset: Offset = 0,
 ) -> dict[str, Any]:
     with sessions.begin() as db:
-        found = outbox.list_deliveries(db=db, state=state, accounts=scope.names,
+        found = outbox.list_deliveries(db=db, state=state, accounts=scope.only,
                                        limit=limit + 1, offset=offset)
         page = [delivery_detail(d, e, k) for d, e, k in found[:limit]]
     return {"deliveries": page, "next_offset": next_offset(found, limit=limit, offset=offset)}
@@ -46,7 +46,7 @@ def replay_delivery(
     try:
         with sessions.begin() as db:
             replayed = outbox.replay_deliveries(db=db, ids=[delivery_id], all_dead=False,
-                                                now=utcnow(), accounts=scope.names)
+                                                now=utcnow(), accounts=scope.only)
     except BadInput as exc:
         raise HTTPException(404, str(exc)) from None
     return schemas.Replayed(id=delivery_id, replayed=replayed)

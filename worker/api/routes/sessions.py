@@ -46,8 +46,10 @@ def track(body: schemas.TrackOne | schemas.TrackBatch, sessions: SessionsDep,
           scope: ScopeDep) -> schemas.TrackResult:
     """Track one session or a batch; idempotent, like `pave-tracker track`."""
     items = body.sessions if isinstance(body, schemas.TrackBatch) else [body]
+    batch = isinstance(body, schemas.TrackBatch)
     requests = [TrackRequest(item.session_key, dict(item.metadata),
-                             account_for(scope, item.account, number))
+                             account_for(scope, item.account,
+                                         ["body", "sessions", number] if batch else ["body"]))
                 for number, item in enumerate(items)]
     try:
         with sessions.begin() as db:
@@ -57,13 +59,13 @@ def track(body: schemas.TrackOne | schemas.TrackBatch, sessions: SessionsDep,
     return schemas.TrackResult(**summary.__dict__)
 
 
-def account_for(scope: TokenScope, account: str | None, number: int) -> str:
+def account_for(scope: TokenScope, account: str | None, where: list[str | int]) -> str:
     """The account an item is tracked under; 422 for one the token does not see, worded
-    as for one that does not exist."""
+    as for one that does not exist. A token of one account may leave it out."""
     try:
-        return scope.accounts.for_tracking(account)
+        return scope.accounts.choose(account)
     except BadInput as exc:
-        raise RequestValidationError([{"loc": ["body", number, "account"], "msg": str(exc),
+        raise RequestValidationError([{"loc": [*where, "account"], "msg": str(exc),
                                        "type": "value_error"}]) from None
 
 
@@ -78,11 +80,12 @@ def list_sessions(
     offset: Offset = 0,
 ) -> dict[str, Any]:
     # An account the token does not see lists nothing, as one that has no sessions.
-    accounts = scope.names if account is None else [account] if scope.sees(account) else []
+    accounts = scope.only if account is None else [account] if scope.sees(account) else []
+    dealer_names = scope.dealer_names
     with sessions.begin() as db:
         found = service.list_sessions(db=db, tracking=tracking, status=status,
                                       accounts=accounts, limit=limit + 1, offset=offset)
-        page = [session_summary(t, dealer_name=scope.accounts.dealer_names.get(t.account))
+        page = [session_summary(t, dealer_name=dealer_names.get(t.account))
                 for t in found[:limit]]
     return {"sessions": page, "next_offset": next_offset(found, limit=limit, offset=offset)}
 
@@ -98,7 +101,7 @@ def show(session_key: Annotated[str, KEY_IN_PATH], sessions: SessionsDep,
         deliveries = [delivery_summary(d, e, k) for d, e, k
                       in outbox.list_deliveries(db=db, session_id=tracked.id)]
         return session_detail(tracked, history, deliveries,
-                              dealer_name=scope.accounts.dealer_names.get(tracked.account))
+                              dealer_name=scope.dealer_names.get(tracked.account))
 
 
 @router.delete("/sessions/{session_key}", response_model=schemas.Untracked,
