@@ -113,7 +113,7 @@ events = ["session.status_changed"]
          "two targets are named 'a'"),
         ("[[crm]]\nname = 'a'\nurl = 'https://x.example'\nbody_template_file = 'nope.j2'",
          "cannot read body_template_file"),
-        ("[[email]]\nname = 'a'\nsmtp_url = 'smtp://h'", "sender: Field required"),
+        ("[[email]]\nname = 'a'\nsmtp_url = 'smtp://h'", "from: Field required"),
     ],
 )
 def test_bad_config_files_name_the_setting(scratch: Path, toml: str, reason: str) -> None:
@@ -137,8 +137,10 @@ def test_bad_environment_shortcuts() -> None:
         make_settings("sqlite://", webhook_url="https://x.example/hook", webhook_secret="abc")
     with pytest.raises(Exception, match="unknown event"):
         make_settings("sqlite://", webhook_events="session.done")
-    with pytest.raises(Exception, match="EMAIL_FROM"):
-        make_settings("sqlite://", smtp_url="smtp://mail.example")
+    with pytest.raises(Exception, match="EMAIL_FROM needs SMTP_URL"):
+        make_settings("sqlite://", email_from="desk@dealer.example")
+    # SMTP_URL alone is the server `adf` targets default to, not an email target.
+    assert load_targets(make_settings("sqlite://", smtp_url="smtp://mail.example")) == []
     with pytest.raises(Exception, match="seconds"):
         make_settings("sqlite://", delivery_retry_schedule="5,-1")
 

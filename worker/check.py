@@ -20,7 +20,14 @@ from worker.accounts import DEFAULT_ACCOUNT, Account, Accounts
 from worker.config import Settings
 from worker.delivery.email import parse_smtp_url, smtp_session
 from worker.delivery.hooks import resolve_hook
-from worker.delivery.targets import CrmTarget, EmailTarget, HookTarget, Target, WebhookTarget
+from worker.delivery.targets import (
+    AdfTarget,
+    CrmTarget,
+    EmailTarget,
+    HookTarget,
+    Target,
+    WebhookTarget,
+)
 from worker.errors import HookNotFound, PaveAuthError, PaveError, PaveNotFound
 from worker.pave.auth import credentials_from
 from worker.pave.client import PaveClient
@@ -102,6 +109,8 @@ def check_pave(settings: Settings, account: Account) -> str:
 def check_target(target: Target) -> str:
     if isinstance(target, WebhookTarget | CrmTarget):
         return _tcp_reachable(str(target.url))
+    if isinstance(target, AdfTarget):
+        return _adf_reachable(target)
     if isinstance(target, EmailTarget):
         return _smtp_login(target)
     if isinstance(target, HookTarget):
@@ -111,6 +120,19 @@ def check_target(target: Target) -> str:
             raise RuntimeError(str(exc)) from None
         return f"callable {getattr(hook, '__module__', '?')}.{getattr(hook, '__name__', '?')}"
     raise RuntimeError("unknown kind of target")
+
+
+def _adf_reachable(target: AdfTarget) -> str:
+    """The lead's addresses (checked as the target was loaded, each one address) and
+    where it goes: the CRM's URL, or the SMTP server, logged in."""
+    if target.url is not None:
+        return f"ADF leads POSTed to {_tcp_reachable(str(target.url))}"
+    assert target.smtp_url is not None  # the model asks for url or smtp_url
+    server = parse_smtp_url(target.smtp_url.get_secret_value())
+    with smtp_session(server, ca_file=target.ca_file, timeout=TIMEOUT) as smtp:
+        smtp.noop()
+    return (f"ADF leads from {target.sender} to {target.default_to}, "
+            f"SMTP {server.host}:{server.port} ({server.security})")
 
 
 def _tcp_reachable(url: str) -> str:

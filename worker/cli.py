@@ -242,6 +242,38 @@ def replay(ids: tuple[str, ...], all_dead: bool) -> None:
 
 
 @cli.command()
+@click.argument("key")
+@click.option("--target", "target_name", metavar="NAME",
+              help="The adf target whose interest and from address to use (default: the "
+                   "first one configured).")
+def adf(key: str, target_name: str | None) -> None:
+    """Print the ADF/XML lead session KEY would produce (to set up a CRM)."""
+    from worker.delivery.adf.lead import build_lead
+    from worker.delivery.events import event_document
+    from worker.delivery.targets import AdfTarget
+
+    key = validate_session_key(key)
+    targets = [t for t in get_targets() if isinstance(t, AdfTarget)]
+    if target_name is not None:
+        targets = [t for t in targets if t.name == target_name]
+        if not targets:
+            raise BadInput(f"no adf target named {target_name[:40]!r}")
+    target = targets[0] if targets else None
+    settings = get_settings()
+    with database(settings) as db:
+        tracked = service.find_session(db=db, session_key=key)
+        document = event_document(
+            event_type="session.completed", tracked=tracked,
+            history=service.session_history(db=db, session_id=tracked.id),
+            previous_status=None, occurred_at=utcnow(),
+            dealer_name=get_accounts().dealer_names.get(tracked.account))
+    lead = build_lead(document, lead_id=f"preview-{key}",
+                      interest=target.interest if target else "trade-in",
+                      vendor_email=target.sender if target else None, now=utcnow())
+    click.echo(lead.decode("utf-8"), nl=False)
+
+
+@cli.command()
 def check() -> None:
     """Is everything this configuration needs reachable? One line each; exit 1 if not."""
     from worker.check import run_checks

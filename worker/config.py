@@ -251,8 +251,8 @@ class Settings(BaseSettings):
             raise ValueError("LEASE_SECONDS must be longer than PAVE_TIMEOUT")
         if self.webhook_url and not self.webhook_secret:
             raise ValueError("WEBHOOK_URL needs WEBHOOK_SECRET (whsec_…)")
-        if self.smtp_url and not self.email_from:
-            raise ValueError("SMTP_URL needs EMAIL_FROM")
+        if self.email_from and not self.smtp_url:
+            raise ValueError("EMAIL_FROM needs SMTP_URL")
         return self
 
     @property

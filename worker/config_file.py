@@ -20,7 +20,7 @@ from worker.config import Settings
 from worker.errors import SettingsError
 
 DEFAULT_CONFIG_FILE = "pave-tracker.toml"
-SECTIONS = ("account", "webhook", "email", "crm", "hook")
+SECTIONS = ("account", "webhook", "email", "crm", "hook", "adf")
 # TOML keys that name the key the models use.
 RENAMED_KEYS = {"from": "sender", "to": "default_to"}
 

@@ -6,6 +6,7 @@
     │   └── AccountConflict       a key already tracked under another account (exit 2, 409)
     ├── SchemaOutOfDate           the database needs `pave-tracker db upgrade`
     ├── TemplateFailed            a target's template cannot make its message
+    │   └── LeadIncomplete        a session's data cannot make a valid ADF lead
     ├── HookNotFound              a hook target names nothing callable
     └── PaveError                 a poll that did not give a usable session
         ├── PaveNotFound          404: PAVE does not know the key (yet)
@@ -41,6 +42,10 @@ class SchemaOutOfDate(PaveTrackerError):
 
 
 class TemplateFailed(PaveTrackerError):
+    pass
+
+
+class LeadIncomplete(TemplateFailed):
     pass
 
 

@@ -16,7 +16,7 @@ from pythonjsonlogger.json import JsonFormatter
 
 from worker.accounts import Account
 from worker.config import Settings
-from worker.delivery.targets import CrmTarget, EmailTarget, Target, WebhookTarget
+from worker.delivery.targets import AdfTarget, CrmTarget, EmailTarget, Target, WebhookTarget
 
 CONSOLE_FORMAT = "%(asctime)s %(levelname)-7s %(processName)s %(name)s: %(message)s"
 JSON_FIELDS = "%(asctime)s %(levelname)s %(name)s %(processName)s %(message)s"
@@ -66,18 +66,18 @@ def secrets_of(settings: Settings, targets: Iterable[Target],
         if isinstance(target, WebhookTarget):
             for secret in target.secrets:
                 found += [secret.get_secret_value(), secret.get_secret_value()[6:]]
-        elif isinstance(target, CrmTarget) and target.auth_value is not None:
+        elif isinstance(target, CrmTarget | AdfTarget) and target.auth_value is not None:
             # The whole header value, and its token alone ("Bearer <token>").
             found += [target.auth_value.get_secret_value(),
                       target.auth_value.get_secret_value().split()[-1]]
-        elif isinstance(target, EmailTarget):
+        if isinstance(target, EmailTarget | AdfTarget) and target.smtp_url is not None:
             found.append(target.smtp_url.get_secret_value())
     for url in (settings.database_url, settings.effective_broker_url):
         password = _password_in(url)
         if password:
             found.append(password)
     for target in targets:
-        if isinstance(target, EmailTarget):
+        if isinstance(target, EmailTarget | AdfTarget) and target.smtp_url is not None:
             password = _password_in(target.smtp_url.get_secret_value())
             if password:
                 found.append(password)

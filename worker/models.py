@@ -183,6 +183,8 @@ class Delivery(Base):
     # Attempts leased and never recorded in a row (the worker died or hung mid-delivery):
     # bounded, like a session's unfinished polls.
     unfinished_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    # Times it was sent again by hand (`replay`).
+    replays: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     last_status_code: Mapped[int | None] = mapped_column(Integer)
     last_error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)

@@ -6,9 +6,9 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from worker.addresses import is_one_email_address
 from worker.models import DeliveryState, Tracking
 from worker.tracking.keys import SESSION_KEY_PATTERN
-from worker.tracking.requests import is_one_email_address
 
 MAX_BATCH = 1000
 SessionKey = Annotated[str, Field(pattern=f"^{SESSION_KEY_PATTERN.pattern}$",

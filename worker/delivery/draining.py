@@ -22,6 +22,7 @@ from sqlalchemy.orm import Session, sessionmaker
 from worker import metrics
 from worker.config import Settings
 from worker.db import utcnow
+from worker.delivery.adf.sending import send_adf
 from worker.delivery.attempts import AttemptResult, elapsed_ms
 from worker.delivery.crm import send_crm
 from worker.delivery.email import send_email
@@ -32,7 +33,14 @@ from worker.delivery.outbox import (
     lease_due_deliveries,
     record_attempt,
 )
-from worker.delivery.targets import CrmTarget, EmailTarget, HookTarget, Target, WebhookTarget
+from worker.delivery.targets import (
+    AdfTarget,
+    CrmTarget,
+    EmailTarget,
+    HookTarget,
+    Target,
+    WebhookTarget,
+)
 from worker.delivery.webhook import send_webhook
 from worker.models import DeliveryState
 
@@ -77,6 +85,8 @@ def _attempt(
         return send_email(target, **common)
     if isinstance(target, HookTarget):
         return call_hook(target, **common)
+    if isinstance(target, AdfTarget):
+        return send_adf(client, target, resend=delivery.replayed, now=now, **common)
     # Its target was removed from the configuration: keep retrying in case it returns,
     # and let the schedule end it.
     return AttemptResult(delivered=False, duration_ms=0.0,

@@ -107,8 +107,15 @@ def send_email(target: EmailTarget, *, delivery_id: str, body: str) -> AttemptRe
         # others on addresses it cannot parse (`a@b.c,a@`): this message cannot be built.
         return AttemptResult(delivered=False, duration_ms=elapsed_ms(started), permanent=True,
                              error=f"cannot build the message: {type(exc).__name__}: {exc}"[:300])
+    return send_message(server, message, ca_file=target.ca_file, timeout=target.timeout,
+                        started=started)
+
+
+def send_message(server: SmtpServer, message: EmailMessage, *, ca_file: str | None,
+                 timeout: float, started: float) -> AttemptResult:
+    """One message, sent; a server that is away or says no is a failed attempt."""
     try:
-        with smtp_session(server, ca_file=target.ca_file, timeout=target.timeout) as smtp:
+        with smtp_session(server, ca_file=ca_file, timeout=timeout) as smtp:
             smtp.send_message(message)
     except (smtplib.SMTPException, OSError) as exc:
         # smtplib's messages carry the server's reply, never the password.

@@ -80,6 +80,9 @@ def event_document(
         "inspect_started_at": iso(tracked.inspect_started_at),
         "inspect_ended_at": iso(tracked.inspect_ended_at),
         "vehicle": tracked.vehicle,
+        # PAVE's own options (who the link was sent to, by which dealer): an ADF lead's
+        # customer and vendor when the dealer's metadata does not say.
+        "options": tracked.options,
         "metadata": tracked.user_metadata,
         "history": [history_entry(change) for change in history],
     }

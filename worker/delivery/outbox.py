@@ -111,6 +111,8 @@ class LeasedDelivery:
     target: str
     event_type: str
     body: str
+    # Sent again by hand (`replay`): an ADF lead says so (`status="resend"`).
+    replayed: bool = False
 
 
 def lease_due_deliveries(
@@ -143,7 +145,7 @@ def lease_due_deliveries(
     if not ids:
         return token, []
     rows = db.execute(
-        select(Delivery.id, Delivery.target, Event.type, Event.body)
+        select(Delivery.id, Delivery.target, Event.type, Event.body, Delivery.replays > 0)
         .join(Event, Event.id == Delivery.event_id)
         .where(Delivery.id.in_(ids))
         .order_by(Delivery.created_at)
@@ -250,6 +252,7 @@ def replay_deliveries(
     replayed = 0
     for delivery in db.scalars(query.with_for_update()):
         delivery.state = DeliveryState.PENDING
+        delivery.replays += 1
         delivery.failures = 0
         delivery.unfinished_attempts = 0
         delivery.next_attempt_at = now

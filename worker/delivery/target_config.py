@@ -16,13 +16,25 @@ from pydantic import ValidationError
 
 from worker.accounts import load_accounts
 from worker.config import Settings, get_settings
-from worker.config_file import read_sections
-from worker.delivery.targets import CrmTarget, EmailTarget, HookTarget, Target, WebhookTarget
+from worker.config_file import RENAMED_KEYS, read_sections
+from worker.delivery.targets import (
+    AdfTarget,
+    CrmTarget,
+    EmailTarget,
+    HookTarget,
+    Target,
+    WebhookTarget,
+)
 from worker.errors import SettingsError
 
 TARGET_KINDS: dict[str, type[Target]] = {
     "webhook": WebhookTarget, "email": EmailTarget, "crm": CrmTarget, "hook": HookTarget,
+    "adf": AdfTarget,
 }
+
+
+# The TOML's own key for a field the model names otherwise, for messages.
+AS_WRITTEN = {field: key for key, field in RENAMED_KEYS.items()}
 
 
 def load_targets(settings: Settings) -> list[Target]:
@@ -56,10 +68,18 @@ def load_targets(settings: Settings) -> list[Target]:
 
 
 def _targets_from_file(settings: Settings) -> list[Target]:
-    return [_build_target(section.label, model, section.values,
+    return [_build_target(section.label, model, _with_defaults(kind, section.values, settings),
                           lease_seconds=settings.lease_seconds)
             for kind, model in TARGET_KINDS.items()
             for section in read_sections(settings, kind)]
+
+
+def _with_defaults(kind: str, values: dict[str, Any], settings: Settings) -> dict[str, Any]:
+    """An `adf` target that e-mails uses SMTP_URL unless it names its own server."""
+    if kind == "adf" and "url" not in values and "smtp_url" not in values \
+            and settings.smtp_url is not None:
+        return {**values, "smtp_url": settings.smtp_url}
+    return values
 
 
 def _build_target(label: str, model: type[Target], values: dict[str, Any], *,
@@ -70,6 +90,7 @@ def _build_target(label: str, model: type[Target], values: dict[str, Any], *,
     except ValidationError as exc:
         first = exc.errors()[0]
         field = ".".join(str(part) for part in first["loc"])
+        field = AS_WRITTEN.get(field, field)
         message = first["msg"].removeprefix("Value error, ")
         raise SettingsError(f"bad setting {label}: {field}: {message}") from None
     if "timeout" not in target.model_fields_set:

@@ -1,8 +1,8 @@
 """Callback targets: where events go. Built by `worker.delivery.target_config`.
 
-Four kinds, each with a unique `name` and the list of events it subscribes to:
+Five kinds, each with a unique `name` and the list of events it subscribes to:
 webhook (Standard Webhooks signed POST), email (SMTP), crm (a POST whose JSON body is
-the user's template) and hook (a Python callable).
+the user's template), hook (a Python callable) and adf (an ADF/XML lead for a CRM).
 
 Every kind has a `timeout`, in seconds. The defaults below are cut to LEASE_SECONDS / 2
 when the targets are loaded, and a timeout set by hand must be shorter than
@@ -22,8 +22,10 @@ from pydantic import (
     PositiveFloat,
     SecretStr,
     field_validator,
+    model_validator,
 )
 
+from worker.addresses import is_one_email_address
 from worker.config import DEFAULT_EVENTS, check_events, check_webhook_secret
 
 TargetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")]
@@ -96,6 +98,37 @@ class HookTarget(_Target):
     timeout: PositiveFloat = 15.0
 
 
+class AdfTarget(_Target):
+    """An ADF/XML lead for a dealer CRM (`worker.delivery.adf`): e-mailed to `to` (the
+    CRM's lead address) from `from`, or POSTed to `url` as application/xml."""
+
+    kind: Literal["adf"] = "adf"
+    default_to: str | None = None
+    sender: str | None = None
+    smtp_url: SecretStr | None = None
+    url: AnyHttpUrl | None = None
+    interest: Literal["trade-in", "sell"] = "trade-in"
+    headers: dict[str, str] = Field(default_factory=dict)
+    auth_header: str = "Authorization"
+    auth_value: SecretStr | None = None
+    ca_file: str | None = None
+    timeout: PositiveFloat = 30.0
+
+    @field_validator("default_to", "sender")
+    @classmethod
+    def _one_address(cls, value: str | None) -> str | None:
+        if value is not None and not is_one_email_address(value):
+            raise ValueError("must be one e-mail address, like leads@crm.example")
+        return value
+
+    @model_validator(mode="after")
+    def _somewhere_to_send(self) -> AdfTarget:
+        if self.url is None and not (self.default_to and self.sender and self.smtp_url):
+            raise ValueError("give to, from and smtp_url_env (default SMTP_URL) to e-mail "
+                             "the lead, or url to POST it")
+        return self
+
+
 HOOK_ENTRY_POINT_GROUP = "pave_tracker.hooks"
 
-Target = WebhookTarget | EmailTarget | CrmTarget | HookTarget
+Target = WebhookTarget | EmailTarget | CrmTarget | HookTarget | AdfTarget

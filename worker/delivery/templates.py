@@ -6,8 +6,10 @@ context is the event's `data` plus `type`, `timestamp` and a few conveniences.
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
+from urllib.parse import urlsplit
 
 from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
@@ -28,44 +30,198 @@ EVENT_HEADLINES = {
 
 DEFAULT_SUBJECT = "{{ headline }}: {{ vehicle_description or session_key }}"
 
-DEFAULT_TEXT = """\
-{{ headline }}.
+# Shared by the built-in bodies: who the message is from and where its button goes. The
+# dealer falls back to the name PAVE's own link was sent by; the link is the dealer's
+# `report_url` metadata, else the session's capture link, and only ever an http(s) URL.
+_FOLLOW_UP_FACTS = """\
+{%- set dealer = dealer_name or (options.sms.by if options is mapping
+                                 and options.sms is mapping) or none %}
+{%- set report_url = metadata.report_url | web_url if metadata is mapping %}
+{%- set link = report_url or capture_url | web_url %}
+{%- set link_label = "View the inspection report" if report_url else "Open the inspection" %}
+{%- set car = vehicle if vehicle is mapping else {} %}
+{%- set odometer = (car.odom_reading ~ " " ~ car.odom_unit | odometer_unit) | trim
+                   if car.odom_reading or car.odom_reading == 0 %}
+{%- set colours = [car.ext_col ~ " exterior" if car.ext_col,
+                   car.int_col ~ " interior" if car.int_col] | select | join(", ") -%}
+"""
 
-{%- if dealer_name %}
-Dealer:     {{ dealer_name }}
+DEFAULT_TEXT = _FOLLOW_UP_FACTS + """\
+{{ headline }}.
+{% if dealer %}
+Dealer:     {{ dealer }}
+{%- endif %}
+Vehicle:    {{ vehicle_description or "not captured yet" }}
+{%- if car.trim %}
+Trim:       {{ car.trim }}
+{%- endif %}
+{%- if car.vin %}
+VIN:        {{ car.vin }}
+{%- endif %}
+{%- if odometer %}
+Odometer:   {{ odometer }}
+{%- endif %}
+{%- if colours %}
+Colours:    {{ colours }}
 {%- endif %}
 Session:    {{ session_key }}
 Status:     {{ status or "unknown" }}
-Vehicle:    {{ vehicle_description or "not captured yet" }}
-{%- if vehicle and vehicle.vin %}
-VIN:        {{ vehicle.vin }}
+Started:    {{ inspect_started_at | utc_time or "-" }}
+Finished:   {{ inspect_ended_at | utc_time or "-" }}
+{%- if link %}
+
+{{ link_label }}:
+{{ link }}
 {%- endif %}
-{%- if vehicle and vehicle.odom_reading %}
-Odometer:   {{ vehicle.odom_reading }} {{ (vehicle.odom_unit or "") | lower }}
-{%- endif %}
-Started:    {{ inspect_started_at or "-" }}
-Finished:   {{ inspect_ended_at or "-" }}
 """
 
-DEFAULT_HTML = """\
+# E-mail clients keep little of CSS: one table layout, every style inline, nothing fetched.
+# The headline stays a bare <h2> that takes its size from its cell (tests read it as is).
+DEFAULT_HTML = _FOLLOW_UP_FACTS + """\
+{%- set font = "font-family: -apple-system, Segoe UI, Roboto, Helvetica, Arial, sans-serif;" %}
+{%- set badge = {"session.completed": "background-color: #e3f4e8; color: #17663a;",
+                 "session.expired": "background-color: #fdf0d9; color: #8a4a00;",
+                 "session.invalid": "background-color: #fde6e6; color: #9b1c1c;",
+                 "tracking.not_found": "background-color: #fde6e6; color: #9b1c1c;"
+                 }.get(type, "background-color: #e6edfb; color: #1e429f;") %}
+{%- macro section(title) %}
+<tr><td style="padding: 20px 28px 6px 28px; {{ font }} font-size: 12px; font-weight: 700;
+ letter-spacing: 0.08em; text-transform: uppercase; color: #5b6473;">{{ title }}</td></tr>
+{%- endmacro %}
+{%- macro row(label, value, mono=false) %}
+<tr>
+<td width="96" valign="top" style="padding: 7px 12px 7px 0; border-top: 1px solid #eceef1;
+ {{ font }} font-size: 14px; line-height: 20px; color: #5b6473;">{{ label }}</td>
+<td valign="top" style="padding: 7px 0; border-top: 1px solid #eceef1;
+ {{ "font-family: Menlo, Consolas, Liberation Mono, monospace;" if mono else font }}
+ font-size: 14px; line-height: 20px; color: #1a202c; word-break: break-word;">{{ value }}</td>
+</tr>
+{%- endmacro -%}
 <!doctype html>
-<html><body style="font-family: sans-serif">
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="color-scheme" content="light">
+<title>{{ headline }}</title>
+</head>
+<body style="margin: 0; padding: 0; background-color: #f2f4f7;">
+<div style="display: none; max-height: 0; overflow: hidden;">{{ headline }}:
+ {{ vehicle_description or session_key }}{{ " · " ~ dealer if dealer }}</div>
+<table role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0"
+ style="background-color: #f2f4f7;">
+<tr><td align="center" style="padding: 24px 12px;">
+<table role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0"
+ style="max-width: 600px; background-color: #ffffff; border: 1px solid #dfe3e8;
+ border-radius: 8px; border-collapse: separate;">
+<tr><td style="padding: 22px 28px; background-color: #1f2a37; border-radius: 8px 8px 0 0;
+ {{ font }}">
+<div id="dealer" style="font-size: 20px; line-height: 26px; font-weight: 700; color: #ffffff;
+ word-break: break-word;">{{ dealer or "Vehicle inspection" }}</div>
+{%- if dealer %}
+<div style="padding-top: 2px; font-size: 13px; line-height: 18px; color: #c3cbd6;">Vehicle
+ inspection</div>
+{%- endif %}
+</td></tr>
+<tr><td style="padding: 8px 28px 0 28px; {{ font }} font-size: 16px; color: #1a202c;">
 <h2>{{ headline }}</h2>
-<table>
-{%- if dealer_name %}
-<tr><th align="left">Dealer</th><td>{{ dealer_name }}</td></tr>
+</td></tr>
+<tr><td style="padding: 0 28px; {{ font }}">
+<span style="display: inline-block; padding: 3px 10px; border-radius: 999px; {{ badge }}
+ font-size: 12px; line-height: 18px; font-weight: 700; letter-spacing: 0.04em;">
+{{- status or "UNKNOWN" }}</span>
+</td></tr>
+{{ section("Vehicle") }}
+<tr><td style="padding: 0 28px;">
+{%- if vehicle_description %}
+<div style="padding-bottom: 10px; {{ font }} font-size: 18px; line-height: 24px;
+ font-weight: 600; color: #1a202c;">{{ vehicle_description }}
+{%- if car.trim %}
+<div style="font-size: 14px; line-height: 20px; font-weight: 400; color: #5b6473;">
+{{- car.trim }}</div>
 {%- endif %}
-<tr><th align="left">Session</th><td>{{ session_key }}</td></tr>
-<tr><th align="left">Status</th><td>{{ status or "unknown" }}</td></tr>
-<tr><th align="left">Vehicle</th><td>{{ vehicle_description or "not captured yet" }}</td></tr>
-{%- if vehicle and vehicle.vin %}
-<tr><th align="left">VIN</th><td>{{ vehicle.vin }}</td></tr>
+</div>
+{%- else %}
+<div style="padding-bottom: 10px; {{ font }} font-size: 15px; line-height: 22px;
+ color: #5b6473;">Not captured yet</div>
 {%- endif %}
-<tr><th align="left">Started</th><td>{{ inspect_started_at or "-" }}</td></tr>
-<tr><th align="left">Finished</th><td>{{ inspect_ended_at or "-" }}</td></tr>
+{%- if car.vin or odometer or colours %}
+<table role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0">
+{%- if car.vin %}{{ row("VIN", car.vin, mono=true) }}{% endif %}
+{%- if odometer %}{{ row("Odometer", odometer) }}{% endif %}
+{%- if colours %}{{ row("Colours", colours) }}{% endif %}
 </table>
-</body></html>
+{%- endif %}
+</td></tr>
+{{ section("Inspection") }}
+<tr><td style="padding: 0 28px;">
+<table role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0">
+{{- row("Session", session_key, mono=true) }}
+{{- row("Started", inspect_started_at | utc_time or "Not recorded") }}
+{{- row("Finished", inspect_ended_at | utc_time or "Not recorded") }}
+</table>
+</td></tr>
+{%- if link %}
+<tr><td style="padding: 24px 28px 4px 28px;">
+<table role="presentation" cellpadding="0" cellspacing="0" border="0"><tr>
+<td align="center" bgcolor="#1d4ed8" style="border-radius: 6px;">
+<a id="link" href="{{ link }}" target="_blank" style="display: inline-block;
+ padding: 12px 22px; {{ font }} font-size: 15px; line-height: 20px; font-weight: 600;
+ color: #ffffff; text-decoration: none; border-radius: 6px;">{{ link_label }}</a>
+</td></tr></table>
+</td></tr>
+<tr><td style="padding: 8px 28px 0 28px; {{ font }} font-size: 12px; line-height: 18px;
+ color: #5b6473; word-break: break-all;">Or open <a href="{{ link }}" target="_blank"
+ style="color: #1d4ed8;">{{ link }}</a></td></tr>
+{%- endif %}
+<tr><td style="padding: 24px 28px 22px 28px;">
+<div style="border-top: 1px solid #eceef1; padding-top: 14px; {{ font }} font-size: 12px;
+ line-height: 18px; color: #6b7280;">Sent by pave-tracker{{ " for " ~ dealer if dealer }}
+ about inspection {{ session_key }}.</div>
+</td></tr>
+</table>
+</td></tr>
+</table>
+</body>
+</html>
 """
+
+
+def web_url(value: object) -> str | None:
+    """An absolute http(s) URL, or None: never a `javascript:` or half-made link."""
+    if not isinstance(value, str):
+        return None
+    url = value.strip()
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # `http://[oops`: a bad link leaves the message without one
+        return None
+    return url if parts.scheme.lower() in {"http", "https"} and parts.netloc else None
+
+
+def utc_time(value: object) -> object:
+    """`2021-05-25T11:56:05Z` as `25 May 2021, 11:56 UTC`; anything else as it came."""
+    if not isinstance(value, str):
+        return value
+    try:
+        moment = dt.datetime.fromisoformat(value)
+    except ValueError:
+        return value
+    if moment.tzinfo is not None:
+        moment = moment.astimezone(dt.UTC)
+    return f"{moment.day} {moment:%b %Y, %H:%M} UTC"
+
+
+def odometer_unit(value: object) -> str:
+    """PAVE's `KILOMETRES` and `MILES` as `km` and `mi`; nothing when there is no unit."""
+    if not isinstance(value, str):
+        return ""
+    return {"kilometres": "km", "kilometers": "km", "km": "km",
+            "miles": "mi", "mi": "mi"}.get(value.strip().lower(), value.lower())
+
+
+for _environment in (_plain, _html):
+    _environment.filters.update(web_url=web_url, utc_time=utc_time, odometer_unit=odometer_unit)
 
 
 def template_context(document: dict[str, Any]) -> dict[str, Any]:

@@ -6,11 +6,10 @@ import csv
 import io
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from email.headerregistry import AddressHeader, HeaderRegistry
 from pathlib import Path
-from typing import cast
 
 from worker.accounts import Accounts
+from worker.addresses import is_one_email_address
 from worker.errors import BadInput
 from worker.tracking.keys import validate_session_key
 
@@ -45,24 +44,6 @@ def validate_metadata(metadata: dict[str, str]) -> dict[str, str]:
     if email is not None and email != "" and not is_one_email_address(email):
         raise BadInput(f"bad email address {email[:60]!r}: one address, like jane@example.com")
     return metadata
-
-
-_addresses = HeaderRegistry()
-
-
-def is_one_email_address(value: str) -> bool:
-    """One plain address (`jane@example.com`) that the standard library's e-mail package,
-    which builds the follow-up e-mails, parses without a defect: a list, a display name,
-    a missing domain or a control character is not one."""
-    try:
-        header = _addresses("To", value)
-    except Exception:  # it raises IndexError, AttributeError… on some garbage
-        return False
-    addresses = cast(AddressHeader, header).addresses  # "To" makes an AddressHeader
-    if header.defects or len(addresses) != 1:
-        return False
-    address = addresses[0]
-    return address.addr_spec == value and "." in address.domain
 
 
 def merge_requests(requests: Iterable[TrackRequest]) -> list[TrackRequest]:
