@@ -54,7 +54,7 @@ def test_track_list_show_untrack(capsys: pytest.CaptureFixture[str], scratch: Pa
     assert rows[0]["metadata"] == {"dealer": "Main St", "email": "jane@example.com"}
     assert rows[0]["account"] == "default" and rows[0]["dealer_name"] is None
     assert set(rows[0]) == {"session_key", "account", "dealer_name", "status", "tracking",
-                            "inspect_started_at",
+                            "capture_url", "status_since", "inspect_started_at",
                             "inspect_ended_at", "vehicle", "metadata", "polls",
                             "last_polled_at", "next_poll_at", "last_error"}
     status, out, _ = cli(capsys, "show", "ABC-1", "--json")

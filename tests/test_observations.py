@@ -178,3 +178,15 @@ def test_times_round_trip_as_utc(sessions: sessionmaker[Session]) -> None:
     with sessions() as db:
         stored = db.scalars(select(TrackedSession)).one().tracked_at
     assert stored == now and stored.tzinfo is not None
+
+
+@pytest.mark.usefixtures("tracked")
+def test_when_each_status_began_and_the_capture_link_are_kept(
+        sessions: sessionmaker[Session]) -> None:
+    link = "https://dev.paveinspect.com/valet/ABC-1/?l=en"
+    assert observe(sessions, snapshot("IDLE", 0, redirect_url=link), at(1)).status_since \
+        == at(1)
+    kept = observe(sessions, snapshot("IDLE", 0), at(5))  # same status, link left out
+    assert kept.status_since == at(1) and kept.redirect_url == link
+    moved = observe(sessions, snapshot("STARTED", 10), at(12))
+    assert moved.status_since == at(12) and moved.redirect_url == link

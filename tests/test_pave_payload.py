@@ -11,6 +11,7 @@ from worker.errors import PaveBadPayload
 from worker.pave.payload import (
     LENIENT_PARSE_MAX_BYTES,
     TRAILING_COMMA_BUDGET,
+    decode_json,
     loads_without_trailing_commas,
     parse_integer,
     parse_results,
@@ -195,3 +196,16 @@ def test_a_small_answer_with_other_quirks_still_gets_json5() -> None:
     answer = b"{session_key: 'ABC-1', status: 'IDLE', // JSON5, not JSON\n}"
     assert len(answer) < LENIENT_PARSE_MAX_BYTES
     assert parse_session(answer).status == "IDLE"
+
+
+@pytest.mark.parametrize("link, kept", [
+    ("https://dev.paveinspect.com/valet/XXX-ABCDE12345/?l=en", True),
+    ("http://pave.test/x", True), ("javascript:alert(1)", False), ("ftp://x", False),
+    ("https://x.example/" + "a" * 2000, False), ("https://x.example/a b", False),
+    ("https://x.example/\n", False), (42, False), (None, False), ({"url": "x"}, False),
+])
+def test_the_capture_link_is_an_http_url_or_nothing(link: object, kept: bool) -> None:
+    document = decode_json(SAMPLE)  # PAVE's sample, its trailing comma and all
+    document["redirect_url"] = link
+    parsed = parse_session(json.dumps(document))
+    assert parsed.redirect_url == (link if kept else None)

@@ -119,6 +119,10 @@ class Accounts:
     def dealer_names(self) -> dict[str, str | None]:
         return {account.name: account.dealer_name for account in self.accounts}
 
+    @property
+    def timezones(self) -> dict[str, str]:
+        return {account.name: account.timezone for account in self.accounts}
+
     def get(self, name: str) -> Account | None:
         return next((account for account in self.accounts if account.name == name), None)
 

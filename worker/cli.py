@@ -35,7 +35,7 @@ from worker.tracking.requests import (
     read_csv_requests,
     validate_metadata,
 )
-from worker.views import session_detail, session_summary
+from worker.views import iso, session_detail, session_summary
 
 PROG = "pave-tracker"
 PROGRESS_THRESHOLD = 2000
@@ -239,6 +239,49 @@ def replay(ids: tuple[str, ...], all_dead: bool) -> None:
         replayed = outbox.replay_deliveries(db=db, ids=list(ids), all_dead=all_dead,
                                             now=utcnow())
     click.echo(f"replaying {replayed} deliver{'y' if replayed == 1 else 'ies'}")
+
+
+@cli.command()
+@click.option("--account", metavar="NAME", help="One PAVE account's sessions only.")
+@click.option("--limit", type=click.IntRange(min=1), help="At most this many sessions.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+def stalled(account: str | None, limit: int | None, as_json: bool) -> None:
+    """Sessions stuck now (longer in their status than STALL_AFTER allows), and for how long."""
+    from worker.tracking.nudges import stalled_sessions
+
+    settings = get_settings()
+    accounts = get_accounts()
+    if account is not None:
+        accounts.named(account)
+    if not settings.stall_after:
+        raise BadInput("set STALL_AFTER (e.g. IDLE=1d,STARTED=2h) to say when a session "
+                       "is stalled")
+    now = utcnow()
+    with database(settings) as db:
+        found = stalled_sessions(db=db, stall_after=settings.stall_after, now=now,
+                                 accounts=[account] if account else None, limit=limit)
+    dealer_names = accounts.dealer_names
+    rows = [{"session_key": s.session_key, "account": s.account,
+             "dealer_name": dealer_names.get(s.account), "status": s.status,
+             "status_since": iso(s.status_since), "stalled_for": round(s.stalled_for),
+             "stall_after": s.allowed} for s in found]
+    if as_json:
+        print_json(rows)
+        return
+    print_rows([{**row, "stalled_for": spell_duration(s.stalled_for)}
+                for row, s in zip(rows, found, strict=True)],
+               [("session_key", "SESSION"), ("account", "ACCOUNT"), ("status", "STATUS"),
+                ("status_since", "SINCE"), ("stalled_for", "STUCK FOR")])
+    click.echo(f"{len(rows)} stalled session(s)")
+
+
+def spell_duration(seconds: float) -> str:
+    """`1d 4h`, `3h 12m`, `45m`: how long, the way a person says it."""
+    minutes = int(seconds // 60)
+    days, hours, minutes = minutes // 1440, minutes // 60 % 24, minutes % 60
+    parts = [f"{days}d" if days else "", f"{hours}h" if hours else "",
+             f"{minutes}m" if minutes and not days else ""]
+    return " ".join(part for part in parts if part) or f"{int(seconds)}s"
 
 
 @cli.command()

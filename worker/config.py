@@ -8,14 +8,17 @@ a message that names the variable and never repeats the value (it may be a secre
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import ipaddress
 import os
+import re
 import tempfile
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Annotated, Literal
 
 from pydantic import (
+    BeforeValidator,
     Field,
     PositiveInt,
     SecretStr,
@@ -32,8 +35,28 @@ from worker.errors import SettingsError
 EMBEDDED_DATABASE_URL = "sqlite:///pave-tracker.db"
 EMBEDDED_BROKER_URL = "sqla+sqlite:///pave-tracker-broker.db"
 
+DURATION = re.compile(r"(?:(\d+(?:\.\d+)?)d)?(?:(\d+(?:\.\d+)?)h)?"
+                      r"(?:(\d+(?:\.\d+)?)m)?(?:(\d+(?:\.\d+)?)s)?")
+UNIT_SECONDS = (86400, 3600, 60, 1)
+
+
+def parse_duration(value: object) -> object:
+    """Seconds as a number, or written `2h`, `30m`, `1d`, `1h30m`, `45s` (SPEC: durations
+    may be written so). Anything else is left for the number check to refuse. A regular
+    expression rather than a package: the few that parse this are unmaintained."""
+    if not isinstance(value, str):
+        return value
+    text = value.strip().lower()
+    match = DURATION.fullmatch(text)
+    if not text or match is None or not any(match.groups()) or text[-1].isdigit():
+        return value
+    return sum(float(part) * unit for part, unit in zip(match.groups(), UNIT_SECONDS,
+                                                         strict=True) if part)
+
+
 # Finite: "inf" seconds would overflow the first date computed from it.
-Seconds = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Seconds = Annotated[float, BeforeValidator(parse_duration),
+                    Field(gt=0, allow_inf_nan=False)]
 
 # The events targets may subscribe to (SPEC's Events), checked here because WEBHOOK_EVENTS
 # and EMAIL_EVENTS name them.
@@ -44,6 +67,8 @@ EVENT_TYPES = (
     "session.invalid",
     "tracking.not_found",
     "tracking.gave_up",
+    "session.stalled",
+    "session.reminder",
 )
 DEFAULT_EVENTS = ["session.completed"]
 MIN_TOKEN_LENGTH = 16
@@ -138,6 +163,17 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error", "DEBUG", "INFO", "WARNING",
                        "ERROR"] = "info"
 
+    # SPEC's "Nudges and digests": seconds in one status before it counts as stalled,
+    # per status (`IDLE=1d,STARTED=2h`); empty: nothing stalls.
+    stall_after: Annotated[dict[str, float], NoDecode] = {}
+    # Seconds without progress before each customer reminder; empty: no reminders.
+    remind_after: Annotated[tuple[float, ...], NoDecode] = ()
+    remind_statuses: Annotated[frozenset[str], NoDecode] = frozenset(
+        {"IDLE", "STARTED", "PROCESS", "CONFIRM"})
+    # `21:00-08:00`: reminders falling due in this window of the account's local time
+    # are sent when it ends. None: any time.
+    quiet_hours: Annotated[tuple[dt.time, dt.time], NoDecode] | None = None
+
     # Not in SPEC's table: how the work is cut up. Documented in the README.
     dispatch_max: PositiveInt = 10_000
     poll_batch_size: PositiveInt = 100
@@ -150,7 +186,7 @@ class Settings(BaseSettings):
     rate_limit_pause: Seconds = 30.0
     delivery_batch_size: PositiveInt = 10
 
-    @field_validator("terminal_statuses", mode="before")
+    @field_validator("terminal_statuses", "remind_statuses", mode="before")
     @classmethod
     def _split_statuses(cls, value: object) -> object:
         if isinstance(value, str):
@@ -195,6 +231,64 @@ class Settings(BaseSettings):
                 raise ValueError("must be an IP address to listen on, or localhost") from None
         return value
 
+    @field_validator("stall_after", mode="before")
+    @classmethod
+    def _status_durations(cls, value: object) -> object:
+        """`STATUS=duration` pairs, comma-separated; a duration as anywhere else."""
+        if not isinstance(value, str):
+            return value
+        pairs: dict[str, float] = {}
+        for part in (piece.strip() for piece in value.split(",") if piece.strip()):
+            status, sep, duration = part.partition("=")
+            status = status.strip().upper()
+            if not sep or not status or len(status) > 64:
+                raise ValueError(f"expected STATUS=duration pairs, like IDLE=1d, not "
+                                 f"{part[:40]!r}")
+            try:
+                pairs[status] = float(str(parse_duration(duration.strip())))
+            except ValueError:
+                raise ValueError(f"{status}: not a duration (seconds, or like 2h, 30m, "
+                                 "1d)") from None
+        return pairs
+
+    @field_validator("stall_after")
+    @classmethod
+    def _positive_durations(cls, value: dict[str, float]) -> dict[str, float]:
+        if any(not 0 < seconds < float("inf") for seconds in value.values()):
+            raise ValueError("each duration must be more than zero seconds")
+        return value
+
+    @field_validator("quiet_hours", mode="before")
+    @classmethod
+    def _time_window(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        start, sep, end = value.partition("-")
+        try:
+            window = (dt.time.fromisoformat(start.strip()), dt.time.fromisoformat(end.strip()))
+        except ValueError:
+            window = None
+        if not sep or window is None or window[0] == window[1]:
+            raise ValueError("expected a window of local times, like 21:00-08:00")
+        return window
+
+    @field_validator("remind_after", mode="before")
+    @classmethod
+    def _split_reminders(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(parse_duration(part.strip()) for part in value.split(",")
+                         if part.strip())
+        return value
+
+    @field_validator("remind_after")
+    @classmethod
+    def _growing(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(not 0 < seconds < float("inf") for seconds in value):
+            raise ValueError("each duration must be more than zero seconds")
+        if list(value) != sorted(set(value)):
+            raise ValueError("each reminder comes after the one before: durations must grow")
+        return value
+
     @field_validator("delivery_retry_schedule", mode="before")
     @classmethod
     def _split_schedule(cls, value: object) -> object:
@@ -202,7 +296,7 @@ class Settings(BaseSettings):
             parts = [part.strip() for part in value.split(",") if part.strip()]
             if not parts:
                 raise ValueError("needs at least one delay")
-            return tuple(parts)
+            return tuple(parse_duration(part) for part in parts)
         return value
 
     @field_validator("delivery_retry_schedule")

@@ -8,6 +8,7 @@ from typing import Any
 
 from sqlalchemy import (
     BigInteger,
+    Boolean,
     Enum,
     Float,
     ForeignKey,
@@ -64,6 +65,18 @@ class TrackedSession(Base):
     inspect_ended_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
     vehicle: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
     options: Mapped[dict[str, Any] | None] = mapped_column(JSONDocument)
+    # The customer's capture link (PAVE's `redirect_url`).
+    redirect_url: Mapped[str | None] = mapped_column(Text)
+    # When the session entered its current status (as first observed); NULL for a status
+    # seen before migration 0009, which kept no such time.
+    status_since: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # The next time a nudge (`session.stalled`, `session.reminder`) may be due, as the
+    # settings said when it was worked out; NULL when none can be (`worker.tracking.nudges`).
+    nudge_at: Mapped[dt.datetime | None] = mapped_column(UTCDateTime)
+    # Of the current status: reminders sent, and whether it was announced as stalled.
+    reminders_sent: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    stall_announced: Mapped[bool] = mapped_column(Boolean, default=False,
+                                                  server_default=text("false"))
 
     # What the dealer handed in with the key (`--meta`, `--email`, CSV columns).
     user_metadata: Mapped[dict[str, Any]] = mapped_column(JSONDocument, default=dict)
@@ -101,6 +114,13 @@ class TrackedSession(Base):
             "next_poll_at",
             postgresql_where=text("tracking = 'active'"),
             sqlite_where=text("tracking = 'active'"),
+        ),
+        # A beat tick's nudges read active rows in nudge_at order: one range scan.
+        Index(
+            "ix_tracked_sessions_nudge",
+            "nudge_at",
+            postgresql_where=text("tracking = 'active' AND nudge_at IS NOT NULL"),
+            sqlite_where=text("tracking = 'active' AND nudge_at IS NOT NULL"),
         ),
         # No other index: each poll rewrites the row and pays for every index (see
         # migration 0005); listings filter while reading in id order.

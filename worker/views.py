@@ -31,6 +31,8 @@ def session_summary(tracked: TrackedSession, *, dealer_name: str | None = None
         "inspect_ended_at": iso(tracked.inspect_ended_at),
         "vehicle": tracked.vehicle,
         "metadata": tracked.user_metadata,
+        "capture_url": tracked.redirect_url,
+        "status_since": iso(tracked.status_since),
         "polls": tracked.poll_count,
         "last_polled_at": iso(tracked.last_polled_at),
         "next_poll_at": iso(tracked.next_poll_at),

@@ -77,6 +77,9 @@ class SessionSummary(BaseModel):
     inspect_ended_at: str | None
     vehicle: dict[str, Any] | None
     metadata: dict[str, Any]
+    capture_url: str | None = Field(description="The customer's capture link (PAVE's "
+                                                "redirect_url)")
+    status_since: str | None = Field(description="When the current status was first seen")
     polls: int
     last_polled_at: str | None
     next_poll_at: str | None

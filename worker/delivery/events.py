@@ -5,6 +5,7 @@
 | session.status_changed                 | every observed change, the first status too   |
 | session.completed / expired / invalid  | the first time COMPLETE / EXPIRED / INVALID   |
 | tracking.not_found / tracking.gave_up  | tracking ended without a terminal status      |
+| session.stalled / session.reminder     | a beat tick's nudges (`worker.tracking.nudges`) |
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from worker.models import StatusChange, TrackedSession, Tracking
@@ -30,19 +31,22 @@ TRACKING_EVENTS = {
 
 
 @dataclass(frozen=True)
-class Observed:
-    """What one poll changed, as tracking hands it to delivery: a new status (a history
-    row) and/or the end of tracking."""
-
-    change: StatusChange | None = None
-    ended: Tracking | None = None
-
-
-@dataclass(frozen=True)
 class EventSpec:
     type: str
     # Unique per session: the status-change events carry the poll that saw them.
     dedupe_key: str
+    # What this event adds to the document's `data` (a nudge's reminder number…).
+    data: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Observed:
+    """What one poll (or a beat tick's look at the session) changed, as tracking hands it
+    to delivery: a new status (a history row), the end of tracking, and/or a nudge."""
+
+    change: StatusChange | None = None
+    ended: Tracking | None = None
+    nudges: tuple[EventSpec, ...] = ()
 
 
 def events_for(observed: Observed) -> list[EventSpec]:
@@ -57,7 +61,7 @@ def events_for(observed: Observed) -> list[EventSpec]:
     if observed.ended in TRACKING_EVENTS:
         event_type = TRACKING_EVENTS[observed.ended]
         events.append(EventSpec(event_type, event_type))
-    return events
+    return [*events, *observed.nudges]
 
 
 def event_document(
@@ -69,6 +73,7 @@ def event_document(
     occurred_at: dt.datetime,
     results: dict[str, Any] | None = None,
     dealer_name: str | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     data: dict[str, Any] = {
         "session_key": tracked.session_key,
@@ -84,10 +89,12 @@ def event_document(
         # customer and vendor when the dealer's metadata does not say.
         "options": tracked.options,
         "metadata": tracked.user_metadata,
+        "capture_url": tracked.redirect_url,
         "history": [history_entry(change) for change in history],
     }
     if results is not None:
         data["results"] = results
+    data.update(extra or {})
     return {"type": event_type, "timestamp": iso(occurred_at.replace(microsecond=0)),
             "data": data}
 

@@ -57,6 +57,7 @@ def record_events(
     now: dt.datetime,
     results: dict[str, Any] | None = None,
     dealer_name: str | None = None,
+    first_attempt_at: dt.datetime | None = None,
 ) -> int:
     """Write the events this observation calls for, one delivery per subscribed target
     (a target that names accounts subscribes to theirs only).
@@ -84,6 +85,7 @@ def record_events(
             occurred_at=now,
             results=results if spec.type == "session.completed" else None,
             dealer_name=dealer_name,
+            extra=spec.data,
         )
         event_id = db.scalar(
             insert_ignoring_duplicates(db, Event, unique=["session_id", "dedupe_key"])
@@ -95,7 +97,8 @@ def record_events(
             continue  # already recorded: the constraint keeps it to once
         rows = [{"id": new_delivery_id(), "event_id": event_id, "target": target.name,
                  "state": DeliveryState.PENDING, "attempts": 0, "failures": 0,
-                 "next_attempt_at": now, "created_at": now} for target in subscribed]
+                 "next_attempt_at": first_attempt_at or now, "created_at": now}
+                for target in subscribed]
         inserted = db.scalars(
             insert_ignoring_duplicates(db, Delivery, unique=["event_id", "target"])
             .returning(Delivery.id),

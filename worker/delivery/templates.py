@@ -26,6 +26,8 @@ EVENT_HEADLINES = {
     "session.status_changed": "Inspection status changed",
     "tracking.not_found": "Inspection session not found",
     "tracking.gave_up": "Stopped following an inspection",
+    "session.stalled": "Inspection stalled",
+    "session.reminder": "Reminder: your vehicle inspection is waiting",
 }
 
 DEFAULT_SUBJECT = "{{ headline }}: {{ vehicle_description or session_key }}"

@@ -24,6 +24,7 @@ import json5
 from worker.errors import PaveBadPayload
 
 MAX_STATUS_LENGTH = 64
+MAX_LINK_LENGTH = 2000
 # JSON5 is pure Python and runs in the event loop, at up to ~70 ms a kilobyte (98 KB took
 # 6 s, 4 KB 0.25 s): only an answer of a session's size (PAVE's sample is 1.2 KB) gets it.
 # Trailing commas, the one quirk PAVE is known for, are mended without it at any size.
@@ -49,6 +50,8 @@ class SessionSnapshot:
     inspect_ended_at: dt.datetime | None = None
     vehicle: dict[str, Any] | None = None
     options: dict[str, Any] | None = None
+    # The customer's capture link (PAVE's `redirect_url`), for reminders.
+    redirect_url: str | None = None
     # PAVE's inspection results (`GET /sessions/{key}/results`), when FETCH_RESULTS asks.
     results: dict[str, Any] | None = None
 
@@ -134,7 +137,16 @@ def parse_session(body: bytes | str, *, expected_key: str | None = None) -> Sess
         inspect_ended_at=parse_timestamp(document.get("inspect_ended_at")),
         vehicle=normalise_vehicle(document.get("vehicle")),
         options=document.get("options") if isinstance(document.get("options"), dict) else None,
+        redirect_url=parse_link(document.get("redirect_url")),
     )
+
+
+def parse_link(value: object) -> str | None:
+    """An http(s) URL of a sane length, or None: the link goes into e-mails and leads."""
+    if isinstance(value, str) and value.startswith(("https://", "http://")) \
+            and len(value) <= MAX_LINK_LENGTH and value.isprintable() and " " not in value:
+        return value
+    return None
 
 
 def parse_results(body: bytes | str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from worker.models import StatusChange, TrackedSession, Tracking
 from worker.pave.fetching import Answer
 from worker.pave.gate import is_account_error
 from worker.pave.payload import SessionSnapshot
+from worker.tracking.nudges import next_nudge_at
 from worker.tracking.scheduling import error_backoff_delay, next_poll_delay
 
 log = logging.getLogger(__name__)
@@ -113,6 +114,10 @@ def _record_snapshot(
         log.info("%s: %s -> %s", tracked.session_key, tracked.status, snapshot.status,
                  extra={**log_fields(tracked), "from": tracked.status, "to": snapshot.status})
         tracked.status = snapshot.status
+        tracked.status_since = now
+        # A new status: its own stall and reminders, counted from now.
+        tracked.stall_announced = False
+        tracked.reminders_sent = 0
 
     # A field PAVE leaves out (or nulls) this time keeps what an earlier answer said.
     tracked.pave_created_at = snapshot.created_at or tracked.pave_created_at
@@ -121,11 +126,14 @@ def _record_snapshot(
     tracked.inspect_ended_at = snapshot.inspect_ended_at or tracked.inspect_ended_at
     tracked.vehicle = _merged(tracked.vehicle, snapshot.vehicle)
     tracked.options = snapshot.options if snapshot.options is not None else tracked.options
+    tracked.redirect_url = snapshot.redirect_url or tracked.redirect_url
 
     if snapshot.status in settings.terminal_statuses:
         _finish(tracked, Tracking.DONE, now)
     else:
         _schedule(tracked, next_poll_delay(snapshot.status, settings=settings, rng=rng), now)
+    if change is not None:
+        tracked.nudge_at = next_nudge_at(tracked, settings)
     return change
 
 
@@ -169,6 +177,7 @@ def _finish(tracked: TrackedSession, tracking: Tracking, now: dt.datetime) -> No
     tracked.tracking = tracking
     tracked.finished_at = now
     tracked.next_poll_at = None
+    tracked.nudge_at = None  # a session that ended is nudged no more
 
 
 def _too_old(tracked: TrackedSession, now: dt.datetime, settings: Settings) -> bool:

@@ -117,6 +117,7 @@ def untrack_sessions(*, db: Session, keys: Sequence[str], now: dt.datetime) -> i
             tracked.tracking = Tracking.STOPPED
             tracked.finished_at = now
             tracked.next_poll_at = None
+            tracked.nudge_at = None  # untracking stops reminders
             # Dropping the lease makes an in-flight poll's result count for nothing.
             tracked.lease_token = None
             tracked.leased_until = None
@@ -191,6 +192,7 @@ def _restart(tracked: TrackedSession, now: dt.datetime) -> None:
     tracked.tracked_at = now
     tracked.finished_at = None
     tracked.next_poll_at = now
+    tracked.nudge_at = None  # nudged again from its next status change
     tracked.not_found_since = None
     tracked.consecutive_errors = 0
     # A fresh start: nothing of the old tracking's leases or dead polls counts against it.
