@@ -22,8 +22,11 @@ def test_demo_runs_and_leaves_nothing_behind(tmp_path: Path) -> None:
             process.kill()
     assert process.returncode == 0, output
     assert "summary: 6 sessions: 3 COMPLETE, 1 EXPIRED, 1 INVALID, 1 not_found" in output
-    assert "6 callbacks received" in output and "0 refused signatures" in output
+    # Six outcomes, and DEMO-REMINDED's customer reminded and stalled on the way.
+    assert "8 callbacks received" in output and "0 refused signatures" in output
     assert "callback session.completed received, signature verified" in output
+    assert "DEMO-REMINDED: callback session.reminder received" in output
+    assert "DEMO-REMINDED: callback session.stalled received" in output
     assert "demo finished" in output
     assert not live_processes_in_group(process.pid), "the demo left processes running"
     assert sorted(path.name for path in tmp_path.iterdir()) == ["tmp"]

@@ -21,7 +21,7 @@ from worker.config import Settings
 from worker.delivery.targets import HookTarget
 from worker.models import Delivery, Event, TrackedSession
 from worker.pave.payload import SessionSnapshot
-from worker.tracking.nudges import after_quiet_hours, record_due_nudges
+from worker.tracking.nudges import after_quiet_hours, has_due_nudges, record_due_nudges
 from worker.tracking.observations import apply_observation
 from worker.tracking.service import untrack_sessions
 
@@ -77,6 +77,9 @@ def test_a_stall_once_per_status_and_numbered_reminders(
         database_url: str, sessions: sessionmaker[Session]) -> None:
     settings = settings_for(database_url)
     start(sessions, settings)
+    with sessions() as db:
+        assert not has_due_nudges(db=db, now=hours(0.5))
+        assert has_due_nudges(db=db, now=hours(1))
     assert tick(sessions, settings, hours(0.5)) == 0
     assert tick(sessions, settings, hours(1)) == 2  # stalled, and the first reminder
     assert tick(sessions, settings, hours(2)) == 0

@@ -48,7 +48,12 @@ from worker.tracking.requests import TrackRequest
 from worker.tracking.service import track_sessions
 
 SPEED = 0.25  # lifecycles run at four times their scripted pace
-EVENTS = "session.completed,session.expired,session.invalid,tracking.not_found"
+EVENTS = ("session.completed,session.expired,session.invalid,tracking.not_found,"
+          "session.stalled,session.reminder")
+# Nudges, scaled down like the lifecycles: a reminder after 6 s without progress, a stall
+# after 8 s in IDLE (in production: hours and a day). Longer than any other session's
+# IDLE lasts between two of its polls, so only DEMO-REMINDED's customer is nudged.
+NUDGES = {"REMIND_AFTER": "6", "STALL_AFTER": "IDLE=8"}
 TERMINAL_EVENT = {"COMPLETE": "session.completed", "EXPIRED": "session.expired",
                   "INVALID": "session.invalid"}
 
@@ -57,7 +62,7 @@ TERMINAL_EVENT = {"COMPLETE": "session.completed", "EXPIRED": "session.expired",
 class DemoSession:
     key: str
     lifecycle: list[Step] | None  # None: PAVE never heard of it
-    expected_event: str
+    expected_events: tuple[str, ...]
 
 
 @dataclass(frozen=True)
@@ -103,17 +108,20 @@ def store_variables(stores: list[DemoStore]) -> dict[str, str]:
 
 
 def demo_sessions(count: int) -> list[DemoSession]:
-    """At least one expired, one invalid and one never found; the rest complete."""
+    """At least one expired, one invalid, one never found and one whose customer waits
+    long enough to be reminded and to stall; the rest complete."""
     fixed = [
-        DemoSession("DEMO-EXPIRED", scaled("expired", SPEED), "session.expired"),
-        DemoSession("DEMO-INVALID", scaled("invalid", SPEED), "session.invalid"),
-        DemoSession("DEMO-NEVER-FOUND", None, "tracking.not_found"),
+        DemoSession("DEMO-EXPIRED", scaled("expired", SPEED), ("session.expired",)),
+        DemoSession("DEMO-INVALID", scaled("invalid", SPEED), ("session.invalid",)),
+        DemoSession("DEMO-NEVER-FOUND", None, ("tracking.not_found",)),
+        DemoSession("DEMO-REMINDED", [("IDLE", 11), ("PROCESS", 1), ("COMPLETE", None)],
+                    ("session.reminder", "session.stalled", "session.completed")),
     ]
     completing = ["complete", "skips_to_complete", "unknown_status"]
     others = [
         DemoSession(f"DEMO-{number:03d}",
                     scaled(completing[number % len(completing)], SPEED * (1 + number % 3 / 2)),
-                    "session.completed")
+                    ("session.completed",))
         for number in range(1, max(count - len(fixed), 1) + 1)
     ]
     return others + fixed
@@ -219,7 +227,7 @@ def run_demo(*, count: int, keep_running: bool, timeout: float = 50.0) -> int:
             values = {
                 "DATABASE_URL": f"sqlite:///{folder / 'demo.db'}",
                 "BROKER_URL": f"sqla+sqlite:///{folder / 'broker.db'}",
-                "PAVE_API_URL": pave_url, **store_variables(stores),
+                "PAVE_API_URL": pave_url, **store_variables(stores), **NUDGES,
                 "POLL_INTERVAL": "0.5", "POLL_INTERVAL_IDLE": "1", "DISPATCH_INTERVAL": "0.5",
                 "NOT_FOUND_GRACE": "3", "DELIVERY_RETRY_SCHEDULE": "1,2,5",
                 "WEBHOOK_URL": hook_url, "WEBHOOK_SECRET": secret, "WEBHOOK_EVENTS": EVENTS,
@@ -265,7 +273,7 @@ def run_demo(*, count: int, keep_running: bool, timeout: float = 50.0) -> int:
 def done(settings: Settings, receiver: DemoReceiver, planned: list[DemoSession]) -> bool:
     received = receiver.by_session()
     return all(tracked.tracking is not Tracking.ACTIVE for tracked in rows(settings)) and all(
-        s.expected_event in received.get(s.key, []) for s in planned)
+        set(s.expected_events) <= set(received.get(s.key, [])) for s in planned)
 
 
 def watch(console: Console, settings: Settings, receiver: DemoReceiver,
@@ -321,7 +329,8 @@ def summarise(console: Console, settings: Settings, receiver: DemoReceiver,
               stores: dict[str, str]) -> int:
     final = {tracked.session_key: tracked for tracked in rows(settings)}
     received = receiver.by_session()
-    missing = [s.key for s in planned if s.expected_event not in received.get(s.key, [])]
+    missing = [s.key for s in planned
+               if not set(s.expected_events) <= set(received.get(s.key, []))]
     statuses: dict[str, int] = {}
     for tracked in final.values():
         label = tracked.status if tracked.tracking is Tracking.DONE else tracked.tracking.value

@@ -17,7 +17,7 @@ from worker.delivery.draining import drain_outbox
 from worker.delivery.outbox import has_due_deliveries
 from worker.delivery.target_config import get_targets
 from worker.pave.runtime import poll_runtime
-from worker.tracking.nudges import record_due_nudges
+from worker.tracking.nudges import has_due_nudges, record_due_nudges
 from worker.tracking.polling import dispatch_due_polls, poll_leased_sessions
 
 
@@ -30,10 +30,14 @@ def dispatch_due_polls_task() -> int:
                                 targets=get_targets(), waiting=waiting_messages,
                                 dealer_names=get_accounts().dealer_names)
     if settings.stall_after or settings.remind_after:
-        with sessions.begin() as db:
-            record_due_nudges(db=db, settings=settings, targets=get_targets(), now=utcnow(),
-                              dealer_names=get_accounts().dealer_names,
-                              timezones=get_accounts().timezones)
+        now = utcnow()
+        with sessions() as db:
+            nudges_due = has_due_nudges(db=db, now=now)
+        if nudges_due:
+            with sessions.begin() as db:
+                record_due_nudges(db=db, settings=settings, targets=get_targets(), now=now,
+                                  dealer_names=get_accounts().dealer_names,
+                                  timezones=get_accounts().timezones)
     with sessions() as db:
         deliveries_due = has_due_deliveries(db=db, now=utcnow())
     # Publish once the session has ended: on SQLite it holds the write lock until then.

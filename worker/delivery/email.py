@@ -2,7 +2,9 @@
 
 `smtp://user:pass@host:port` sends in the clear (port 25 by default),
 `smtp+starttls://…` upgrades with STARTTLS (587), `smtps://…` is TLS from the start (465).
-The recipient is the session's `email` metadata, else the target's default.
+The recipient is the session's `email` metadata, else the target's default. Each part
+(subject, text, HTML) is the target's own template, else the built-in one for the event:
+the customer's reminder for `session.reminder`, the staff follow-up for the others.
 The Message-ID is made from the delivery id, so a retried email is recognisably the same.
 """
 
@@ -20,13 +22,7 @@ from urllib.parse import unquote, urlsplit
 
 from worker.delivery.attempts import AttemptResult, elapsed_ms
 from worker.delivery.targets import EmailTarget
-from worker.delivery.templates import (
-    DEFAULT_HTML,
-    DEFAULT_SUBJECT,
-    DEFAULT_TEXT,
-    render,
-    template_context,
-)
+from worker.delivery.templates import built_in_templates, render, template_context
 from worker.errors import TemplateFailed
 
 SECURITY_BY_SCHEME = {"smtp": "plain", "smtp+starttls": "starttls", "smtps": "tls"}
@@ -81,14 +77,15 @@ def build_message(target: EmailTarget, *, delivery_id: str, body: str) -> EmailM
     if not recipient:
         raise TemplateFailed("no recipient: the session has no email metadata and the "
                              "target no default address")
+    built_in = built_in_templates(context["type"])
     message = EmailMessage()
     message["From"] = target.sender
     message["To"] = recipient
-    subject = render(target.subject_template or DEFAULT_SUBJECT, context)
+    subject = render(target.subject_template or built_in.subject, context)
     message["Subject"] = " ".join(subject.split())
     message["Message-ID"] = f"<{delivery_id}@pave-tracker>"
-    message.set_content(render(target.text_template or DEFAULT_TEXT, context))
-    message.add_alternative(render(target.html_template or DEFAULT_HTML, context, html=True),
+    message.set_content(render(target.text_template or built_in.text, context))
+    message.add_alternative(render(target.html_template or built_in.html, context, html=True),
                             subtype="html")
     return message
 

@@ -2,13 +2,17 @@
 
 Templates come from the operator's config, so they render in Jinja's sandbox. The
 context is the event's `data` plus `type`, `timestamp` and a few conveniences.
+
+The built-in e-mails, for a target that sets no template of its own: the follow-up for
+the dealer's staff (DEFAULT_*) and the reminder for the customer (REMINDER_*);
+`built_in_templates()` says which an event gets.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import json
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
 from jinja2 import TemplateError
@@ -187,6 +191,161 @@ DEFAULT_HTML = _FOLLOW_UP_FACTS + """\
 </body>
 </html>
 """
+
+
+# The customer reminder (`session.reminder`) speaks to the customer PAVE's link was sent
+# to: no statuses or session keys but a reference in the footer. The customer's name is
+# the dealer's `customer_name` metadata, else the name PAVE's text message went to; the
+# dealer as in the follow-up. Only the capture link (an http(s) one) makes a button: the
+# customer has no use for the report.
+_REMINDER_FACTS = """\
+{%- set sms = options.sms if options is mapping and options.sms is mapping else {} %}
+{%- set dealer = dealer_name or sms.by or none %}
+{%- set named = metadata.customer_name if metadata is mapping else none %}
+{%- set customer = (named if named is string and named | trim else sms.to_name) %}
+{%- set customer = customer | trim if customer is string and customer | trim else none %}
+{%- set link = capture_url | web_url %}
+{%- set again = reminder is number and reminder >= 2 %}
+{%- set car = vehicle if vehicle is mapping else {} %}
+{%- set car_name = vehicle_description or ("VIN " ~ car.vin if car.vin) %}
+{%- set your_car = "your " ~ vehicle_description if vehicle_description
+                   else "your vehicle (VIN " ~ car.vin ~ ")" if car.vin else "your vehicle" %}
+{%- set headline = "Your vehicle inspection is still waiting" if again
+                   else "Finish your vehicle inspection" %}
+{%- set ask = (dealer ~ " is still waiting for the photo inspection of " ~ your_car ~ ".")
+              if again and dealer else
+              ("We are still waiting for the photo inspection of " ~ your_car ~ ".")
+              if again else
+              (dealer ~ " asked you for a short photo inspection of " ~ your_car ~ ".")
+              if dealer else
+              ("You were asked for a short photo inspection of " ~ your_car ~ ".") %}
+{%- set how = "It only takes a few minutes with your phone's camera." %}
+{%- set no_link = "Please open the inspection link " ~ (dealer or "the dealer")
+                  ~ " sent you earlier, or ask them for a new one." -%}
+"""
+
+REMINDER_SUBJECT = _REMINDER_FACTS + """\
+{{ "Still waiting: your vehicle inspection" if again else "Finish your vehicle inspection" }}
+{{- " for " ~ dealer if dealer }}"""
+
+REMINDER_TEXT = _REMINDER_FACTS + """\
+{{ "Hi " ~ customer if customer else "Hello" }},
+
+{{ ask }} {{ how }}
+{% if link %}
+Finish your inspection:
+{{ link }}
+{% else %}
+{{ no_link }}
+{% endif %}
+{%- if car_name %}
+Vehicle: {{ car_name }}{{ " (" ~ car.trim ~ ")" if car.trim and vehicle_description }}
+{% endif %}
+{{ "Thank you,\n" ~ dealer if dealer else "Thank you." }}
+
+Reference {{ session_key }}
+"""
+
+REMINDER_HTML = _REMINDER_FACTS + """\
+{%- set font = "font-family: -apple-system, Segoe UI, Roboto, Helvetica, Arial, sans-serif;" %}
+{%- set copy = font ~ " font-size: 16px; line-height: 24px; color: #1a202c;" -%}
+<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="color-scheme" content="light">
+<title>{{ headline }}</title>
+</head>
+<body style="margin: 0; padding: 0; background-color: #f2f4f7;">
+<div style="display: none; max-height: 0; overflow: hidden;">{{ ask }} {{ how }}</div>
+<table role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0"
+ style="background-color: #f2f4f7;">
+<tr><td align="center" style="padding: 24px 12px;">
+<table role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0"
+ style="max-width: 600px; background-color: #ffffff; border: 1px solid #dfe3e8;
+ border-radius: 8px; border-collapse: separate;">
+<tr><td style="padding: 22px 28px; background-color: #1f2a37; border-radius: 8px 8px 0 0;
+ {{ font }}">
+<div id="dealer" style="font-size: 20px; line-height: 26px; font-weight: 700; color: #ffffff;
+ word-break: break-word;">{{ dealer or "Vehicle inspection" }}</div>
+{%- if dealer %}
+<div style="padding-top: 2px; font-size: 13px; line-height: 18px; color: #c3cbd6;">Vehicle
+ inspection</div>
+{%- endif %}
+</td></tr>
+<tr><td style="padding: 28px 28px 0 28px; {{ font }}">
+<h1 style="margin: 0; font-size: 22px; line-height: 30px; font-weight: 700; color: #1a202c;
+ word-break: break-word;">{{ headline }}</h1>
+</td></tr>
+<tr><td id="message" style="padding: 16px 28px 0 28px; {{ copy }} word-break: break-word;">
+<p style="margin: 0 0 12px 0;">{{ "Hi " ~ customer if customer else "Hello" }},</p>
+<p style="margin: 0 0 12px 0;">{{ ask }}</p>
+<p style="margin: 0;">{{ how }}</p>
+</td></tr>
+{%- if car_name %}
+<tr><td style="padding: 20px 28px 0 28px;">
+<table role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0"
+ style="background-color: #f6f7f9; border: 1px solid #eceef1; border-radius: 6px;
+ border-collapse: separate;">
+<tr><td id="vehicle" style="padding: 12px 16px; {{ font }} word-break: break-word;">
+<div style="font-size: 12px; line-height: 18px; font-weight: 700; letter-spacing: 0.08em;
+ text-transform: uppercase; color: #5b6473;">Your vehicle</div>
+<div style="font-size: 16px; line-height: 24px; font-weight: 600; color: #1a202c;">
+{{- car_name }}</div>
+{%- if car.trim and vehicle_description %}
+<div style="font-size: 14px; line-height: 20px; color: #5b6473;">{{ car.trim }}</div>
+{%- endif %}
+</td></tr>
+</table>
+</td></tr>
+{%- endif %}
+{%- if link %}
+<tr><td style="padding: 24px 28px 0 28px;">
+<table role="presentation" cellpadding="0" cellspacing="0" border="0"><tr>
+<td align="center" bgcolor="#1d4ed8" style="border-radius: 6px;">
+<a id="link" href="{{ link }}" target="_blank" style="display: inline-block;
+ padding: 14px 26px; {{ font }} font-size: 16px; line-height: 20px; font-weight: 600;
+ color: #ffffff; text-decoration: none; border-radius: 6px;">Finish your inspection</a>
+</td></tr></table>
+</td></tr>
+<tr><td style="padding: 12px 28px 0 28px; {{ font }} font-size: 12px; line-height: 18px;
+ color: #5b6473; word-break: break-all;">Button not working? Open <a href="{{ link }}"
+ target="_blank" style="color: #1d4ed8;">{{ link }}</a></td></tr>
+{%- else %}
+<tr><td id="no-link" style="padding: 20px 28px 0 28px; {{ copy }} word-break: break-word;">
+{{- no_link }}</td></tr>
+{%- endif %}
+<tr><td style="padding: 24px 28px 0 28px; {{ copy }} word-break: break-word;">
+{%- if dealer %}Thank you,<br>{{ dealer }}{% else %}Thank you.{% endif %}</td></tr>
+<tr><td style="padding: 24px 28px 22px 28px;">
+<div style="border-top: 1px solid #eceef1; padding-top: 14px; {{ font }} font-size: 12px;
+ line-height: 18px; color: #6b7280; word-break: break-word;">You are receiving this because
+ {{ dealer or "a dealer" }} asked you for a vehicle inspection.<br>Reference
+ {{ session_key }}</div>
+</td></tr>
+</table>
+</td></tr>
+</table>
+</body>
+</html>
+"""
+
+
+class EmailTemplates(NamedTuple):
+    subject: str
+    text: str
+    html: str
+
+
+FOLLOW_UP_TEMPLATES = EmailTemplates(DEFAULT_SUBJECT, DEFAULT_TEXT, DEFAULT_HTML)
+REMINDER_TEMPLATES = EmailTemplates(REMINDER_SUBJECT, REMINDER_TEXT, REMINDER_HTML)
+_BUILT_IN_BY_EVENT = {"session.reminder": REMINDER_TEMPLATES}
+
+
+def built_in_templates(event_type: object) -> EmailTemplates:
+    """The built-in e-mail for an event: the customer's reminder, else the follow-up."""
+    return _BUILT_IN_BY_EVENT.get(str(event_type), FOLLOW_UP_TEMPLATES)
 
 
 def web_url(value: object) -> str | None:

@@ -119,6 +119,14 @@ def after_quiet_hours(moment: dt.datetime, window: tuple[dt.time, dt.time] | Non
     return dt.datetime.combine(day, end, tzinfo=zone).astimezone(dt.UTC)
 
 
+def has_due_nudges(*, db: Session, now: dt.datetime) -> bool:
+    """Whether any nudge has come, read without a write lock (on SQLite, taking one every
+    tick for nothing would hold up the polls)."""
+    return db.scalar(select(TrackedSession.id)
+                     .where(IS_ACTIVE, TrackedSession.nudge_at.is_not(None),
+                            TrackedSession.nudge_at <= now).limit(1)) is not None
+
+
 def record_due_nudges(
     *, db: Session, settings: Settings, targets: Sequence[Target], now: dt.datetime,
     dealer_names: Mapping[str, str | None], timezones: Mapping[str, str] | None = None,
