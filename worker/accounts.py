@@ -25,7 +25,9 @@ from worker.config_file import read_sections
 from worker.errors import BadInput, SettingsError
 
 DEFAULT_ACCOUNT = "default"
-ACCOUNT_NAME = re.compile(r"[a-z0-9_-]{1,32}")
+# The one rule for an account's name: settings, targets, the API and the simulator check it.
+ACCOUNT_NAME_PATTERN = r"[a-z0-9_-]{1,32}"
+ACCOUNT_NAME = re.compile(ACCOUNT_NAME_PATTERN)
 # Never written in the file itself: only as `<name>_env`, the variable that holds it.
 SECRETS = ("api_key", "api_secret", "api_token", "api_tokens", "push_token")
 

@@ -6,6 +6,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from worker.accounts import ACCOUNT_NAME_PATTERN
 from worker.addresses import is_one_email_address
 from worker.models import DeliveryState, Tracking
 from worker.tracking.keys import SESSION_KEY_PATTERN
@@ -16,7 +17,7 @@ SessionKey = Annotated[str, Field(pattern=f"^{SESSION_KEY_PATTERN.pattern}$",
 MetadataName = Annotated[str, Field(min_length=1, max_length=100)]
 MetadataValue = Annotated[str, Field(max_length=2000)]
 Metadata = Annotated[dict[MetadataName, MetadataValue], Field(max_length=50)]
-AccountName = Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,32}$", examples=["north"])]
+AccountName = Annotated[str, Field(pattern=f"^{ACCOUNT_NAME_PATTERN}$", examples=["north"])]
 
 
 class Strict(BaseModel):

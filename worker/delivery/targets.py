@@ -25,11 +25,12 @@ from pydantic import (
     model_validator,
 )
 
+from worker.accounts import ACCOUNT_NAME_PATTERN
 from worker.addresses import is_one_email_address
 from worker.config import DEFAULT_EVENTS, check_events, check_webhook_secret
 
 TargetName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,100}$")]
-AccountName = Annotated[str, Field(pattern=r"^[a-z0-9_-]{1,32}$")]
+AccountName = Annotated[str, Field(pattern=f"^{ACCOUNT_NAME_PATTERN}$")]
 
 
 class _Target(BaseModel):

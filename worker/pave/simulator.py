@@ -49,7 +49,6 @@ import ipaddress
 import json
 import math
 import random
-import re
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -64,6 +63,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from worker.accounts import ACCOUNT_NAME
 from worker.pave.auth import TIMESTAMP_FORMAT, sign_token
 
 TOKEN_LIFETIME = dt.timedelta(minutes=5)
@@ -77,7 +77,6 @@ DEFAULT_API_SECRET = "sim-api-secret"
 DEFAULT_ACCOUNT = "default"
 # The tracker's rule for account names (SPEC, "Accounts"), so every name it can be
 # configured with can be simulated and no other.
-ACCOUNT_NAME = re.compile(r"[a-z0-9_-]{1,32}")
 # Room for `simulate --sessions` (at most 100,000) and as many again through the control
 # API; the benchmark scripts 100,000 in-process and adds a few hundred over HTTP.
 MAX_SESSIONS = 200_000

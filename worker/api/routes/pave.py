@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path
 from sqlalchemy.orm import Session, sessionmaker
 
-from worker.accounts import DEFAULT_ACCOUNT
+from worker.accounts import ACCOUNT_NAME_PATTERN, DEFAULT_ACCOUNT
 from worker.api import schemas
 from worker.api.deps import (
     EnqueuePoll,
@@ -44,7 +44,7 @@ def pave_push(push: schemas.PavePush, settings: SettingsDep, sessions: SessionsD
 @router.post("/pave/callbacks/{account}", response_model=schemas.PushAccepted,
              responses={401: {"model": schemas.Problem}})
 def pave_push_for_account(
-    account: Annotated[str, Path(pattern=r"^[a-z0-9_-]{1,32}$")], push: schemas.PavePush,
+    account: Annotated[str, Path(pattern=f"^{ACCOUNT_NAME_PATTERN}$")], push: schemas.PavePush,
     settings: SettingsDep, sessions: SessionsDep, enqueue_poll: EnqueuePollDep,
 ) -> schemas.PushAccepted:
     """PAVE's push for one account, with that account's push token: a token for one
