@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 from jinja2 import TemplateError
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
+from worker.delivery.vehicles import odometer_unit
 from worker.errors import TemplateFailed
 
 _plain = ImmutableSandboxedEnvironment(autoescape=False, keep_trailing_newline=True)
@@ -373,16 +374,17 @@ def utc_time(value: object) -> object:
     return f"{moment.day} {moment:%b %Y, %H:%M} UTC"
 
 
-def odometer_unit(value: object) -> str:
-    """PAVE's `KILOMETRES` and `MILES` as `km` and `mi`; nothing when there is no unit."""
+def odometer_unit_filter(value: object) -> str:
+    """PAVE's `KILOMETRES` and `MILES` as `km` and `mi` (another unit as written, in lower
+    case); nothing when there is no unit."""
     if not isinstance(value, str):
         return ""
-    return {"kilometres": "km", "kilometers": "km", "km": "km",
-            "miles": "mi", "mi": "mi"}.get(value.strip().lower(), value.lower())
+    return odometer_unit(value) or value.lower()
 
 
 for _environment in (_plain, _html):
-    _environment.filters.update(web_url=web_url, utc_time=utc_time, odometer_unit=odometer_unit)
+    _environment.filters.update(web_url=web_url, utc_time=utc_time,
+                                odometer_unit=odometer_unit_filter)
 
 
 def template_context(document: dict[str, Any]) -> dict[str, Any]:

@@ -34,11 +34,11 @@ from typing import Any, Literal
 
 from lxml import etree
 
+from worker.delivery.vehicles import odometer_unit
 from worker.errors import LeadIncomplete
 
 DTD_PATH = Path(__file__).with_name("adf-1.0.dtd")
 Interest = Literal["trade-in", "sell"]
-UNITS = {"km": "km", "kilometres": "km", "kilometers": "km", "mi": "mi", "miles": "mi"}
 # What XML 1.0 allows in text: anything else (control characters, lone surrogates from
 # JSON's \ud800 escapes) would make lxml refuse the document, so it is left out.
 NOT_XML = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -110,7 +110,7 @@ def add_vehicle(prospect: etree._Element, vehicle: dict[str, Any], data: dict[st
             child(element, part, value)
     digits = re.sub(r"\D", "", clean(vehicle.get("odom_reading")))
     if digits:
-        units = UNITS.get(clean(vehicle.get("odom_unit")).lower())
+        units = odometer_unit(clean(vehicle.get("odom_unit")))
         child(element, "odometer", digits, status="original",
               **({"units": units} if units else {}))
     interior, exterior = clean(vehicle.get("int_col")), clean(vehicle.get("ext_col"))
