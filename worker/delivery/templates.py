@@ -37,16 +37,20 @@ EVENT_HEADLINES = {
 
 DEFAULT_SUBJECT = "{{ headline }}: {{ vehicle_description or session_key }}"
 
-# Shared by the built-in bodies: who the message is from and where its button goes. The
-# dealer falls back to the name PAVE's own link was sent by; the link is the dealer's
-# `report_url` metadata, else the session's capture link, and only ever an http(s) URL.
-_FOLLOW_UP_FACTS = """\
-{%- set dealer = dealer_name or (options.sms.by if options is mapping
-                                 and options.sms is mapping) or none %}
+# Shared by every built-in e-mail: who it is from (the dealer, else the name PAVE's own
+# text message was sent by) and the vehicle as a mapping, whatever PAVE sent.
+_SENDER_FACTS = """\
+{%- set sms = options.sms if options is mapping and options.sms is mapping else {} %}
+{%- set dealer = dealer_name or sms.by or none %}
+{%- set car = vehicle if vehicle is mapping else {} -%}
+"""
+
+# The follow-up's own: where its button goes, the dealer's `report_url` metadata, else the
+# session's capture link, and only ever an http(s) URL.
+_FOLLOW_UP_FACTS = _SENDER_FACTS + """\
 {%- set report_url = metadata.report_url | web_url if metadata is mapping %}
 {%- set link = report_url or capture_url | web_url %}
 {%- set link_label = "View the inspection report" if report_url else "Open the inspection" %}
-{%- set car = vehicle if vehicle is mapping else {} %}
 {%- set odometer = (car.odom_reading ~ " " ~ car.odom_unit | odometer_unit) | trim
                    if car.odom_reading or car.odom_reading == 0 %}
 {%- set colours = [car.ext_col ~ " exterior" if car.ext_col,
@@ -83,9 +87,52 @@ Finished:   {{ inspect_ended_at | utc_time or "-" }}
 """
 
 # E-mail clients keep little of CSS: one table layout, every style inline, nothing fetched.
-# The headline stays a bare <h2> that takes its size from its cell (tests read it as is).
-DEFAULT_HTML = _FOLLOW_UP_FACTS + """\
+# Both built-in HTML e-mails are the same card: the document head, a hidden inbox preview
+# line (`preview`, set by each), a dark band with the dealer's name, their own rows, and
+# the close.
+_FONT = """\
 {%- set font = "font-family: -apple-system, Segoe UI, Roboto, Helvetica, Arial, sans-serif;" %}
+"""
+
+_CARD_TOP = """\
+<!doctype html>
+<html lang="en">
+<head>
+<meta charset="utf-8">
+<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="color-scheme" content="light">
+<title>{{ headline }}</title>
+</head>
+<body style="margin: 0; padding: 0; background-color: #f2f4f7;">
+<div style="display: none; max-height: 0; overflow: hidden;">{{ preview }}</div>
+<table role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0"
+ style="background-color: #f2f4f7;">
+<tr><td align="center" style="padding: 24px 12px;">
+<table role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0"
+ style="max-width: 600px; background-color: #ffffff; border: 1px solid #dfe3e8;
+ border-radius: 8px; border-collapse: separate;">
+<tr><td style="padding: 22px 28px; background-color: #1f2a37; border-radius: 8px 8px 0 0;
+ {{ font }}">
+<div id="dealer" style="font-size: 20px; line-height: 26px; font-weight: 700; color: #ffffff;
+ word-break: break-word;">{{ dealer or "Vehicle inspection" }}</div>
+{%- if dealer %}
+<div style="padding-top: 2px; font-size: 13px; line-height: 18px; color: #c3cbd6;">Vehicle
+ inspection</div>
+{%- endif %}
+</td></tr>
+"""
+
+_CARD_BOTTOM = """\
+</table>
+</td></tr>
+</table>
+</body>
+</html>
+"""
+
+# The follow-up's headline stays a bare <h2> that takes its size from its cell (tests read
+# it as is).
+DEFAULT_HTML = _FOLLOW_UP_FACTS + _FONT + """\
 {%- set badge = {"session.completed": "background-color: #e3f4e8; color: #17663a;",
                  "session.expired": "background-color: #fdf0d9; color: #8a4a00;",
                  "session.invalid": "background-color: #fde6e6; color: #9b1c1c;",
@@ -104,32 +151,9 @@ DEFAULT_HTML = _FOLLOW_UP_FACTS + """\
  font-size: 14px; line-height: 20px; color: #1a202c; word-break: break-word;">{{ value }}</td>
 </tr>
 {%- endmacro -%}
-<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="color-scheme" content="light">
-<title>{{ headline }}</title>
-</head>
-<body style="margin: 0; padding: 0; background-color: #f2f4f7;">
-<div style="display: none; max-height: 0; overflow: hidden;">{{ headline }}:
- {{ vehicle_description or session_key }}{{ " · " ~ dealer if dealer }}</div>
-<table role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0"
- style="background-color: #f2f4f7;">
-<tr><td align="center" style="padding: 24px 12px;">
-<table role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0"
- style="max-width: 600px; background-color: #ffffff; border: 1px solid #dfe3e8;
- border-radius: 8px; border-collapse: separate;">
-<tr><td style="padding: 22px 28px; background-color: #1f2a37; border-radius: 8px 8px 0 0;
- {{ font }}">
-<div id="dealer" style="font-size: 20px; line-height: 26px; font-weight: 700; color: #ffffff;
- word-break: break-word;">{{ dealer or "Vehicle inspection" }}</div>
-{%- if dealer %}
-<div style="padding-top: 2px; font-size: 13px; line-height: 18px; color: #c3cbd6;">Vehicle
- inspection</div>
-{%- endif %}
-</td></tr>
+{%- set preview = headline ~ ": " ~ (vehicle_description or session_key)
+                  ~ (" · " ~ dealer if dealer else "") -%}
+""" + _CARD_TOP + """\
 <tr><td style="padding: 8px 28px 0 28px; {{ font }} font-size: 16px; color: #1a202c;">
 <h2>{{ headline }}</h2>
 </td></tr>
@@ -186,12 +210,7 @@ DEFAULT_HTML = _FOLLOW_UP_FACTS + """\
  line-height: 18px; color: #6b7280;">Sent by pave-tracker{{ " for " ~ dealer if dealer }}
  about inspection {{ session_key }}.</div>
 </td></tr>
-</table>
-</td></tr>
-</table>
-</body>
-</html>
-"""
+""" + _CARD_BOTTOM
 
 
 # The customer reminder (`session.reminder`) speaks to the customer PAVE's link was sent
@@ -199,15 +218,12 @@ DEFAULT_HTML = _FOLLOW_UP_FACTS + """\
 # the dealer's `customer_name` metadata, else the name PAVE's text message went to; the
 # dealer as in the follow-up. Only the capture link (an http(s) one) makes a button: the
 # customer has no use for the report.
-_REMINDER_FACTS = """\
-{%- set sms = options.sms if options is mapping and options.sms is mapping else {} %}
-{%- set dealer = dealer_name or sms.by or none %}
+_REMINDER_FACTS = _SENDER_FACTS + """\
 {%- set named = metadata.customer_name if metadata is mapping else none %}
 {%- set customer = (named if named is string and named | trim else sms.to_name) %}
 {%- set customer = customer | trim if customer is string and customer | trim else none %}
 {%- set link = capture_url | web_url %}
 {%- set again = reminder is number and reminder >= 2 %}
-{%- set car = vehicle if vehicle is mapping else {} %}
 {%- set car_name = vehicle_description or ("VIN " ~ car.vin if car.vin) %}
 {%- set your_car = "your " ~ vehicle_description if vehicle_description
                    else "your vehicle (VIN " ~ car.vin ~ ")" if car.vin else "your vehicle" %}
@@ -247,34 +263,10 @@ Vehicle: {{ car_name }}{{ " (" ~ car.trim ~ ")" if car.trim and vehicle_descript
 Reference {{ session_key }}
 """
 
-REMINDER_HTML = _REMINDER_FACTS + """\
-{%- set font = "font-family: -apple-system, Segoe UI, Roboto, Helvetica, Arial, sans-serif;" %}
+REMINDER_HTML = _REMINDER_FACTS + _FONT + """\
 {%- set copy = font ~ " font-size: 16px; line-height: 24px; color: #1a202c;" -%}
-<!doctype html>
-<html lang="en">
-<head>
-<meta charset="utf-8">
-<meta name="viewport" content="width=device-width, initial-scale=1">
-<meta name="color-scheme" content="light">
-<title>{{ headline }}</title>
-</head>
-<body style="margin: 0; padding: 0; background-color: #f2f4f7;">
-<div style="display: none; max-height: 0; overflow: hidden;">{{ ask }} {{ how }}</div>
-<table role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0"
- style="background-color: #f2f4f7;">
-<tr><td align="center" style="padding: 24px 12px;">
-<table role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0"
- style="max-width: 600px; background-color: #ffffff; border: 1px solid #dfe3e8;
- border-radius: 8px; border-collapse: separate;">
-<tr><td style="padding: 22px 28px; background-color: #1f2a37; border-radius: 8px 8px 0 0;
- {{ font }}">
-<div id="dealer" style="font-size: 20px; line-height: 26px; font-weight: 700; color: #ffffff;
- word-break: break-word;">{{ dealer or "Vehicle inspection" }}</div>
-{%- if dealer %}
-<div style="padding-top: 2px; font-size: 13px; line-height: 18px; color: #c3cbd6;">Vehicle
- inspection</div>
-{%- endif %}
-</td></tr>
+{%- set preview = ask ~ " " ~ how -%}
+""" + _CARD_TOP + """\
 <tr><td style="padding: 28px 28px 0 28px; {{ font }}">
 <h1 style="margin: 0; font-size: 22px; line-height: 30px; font-weight: 700; color: #1a202c;
  word-break: break-word;">{{ headline }}</h1>
@@ -325,12 +317,7 @@ REMINDER_HTML = _REMINDER_FACTS + """\
  {{ dealer or "a dealer" }} asked you for a vehicle inspection.<br>Reference
  {{ session_key }}</div>
 </td></tr>
-</table>
-</td></tr>
-</table>
-</body>
-</html>
-"""
+""" + _CARD_BOTTOM
 
 
 class EmailTemplates(NamedTuple):
