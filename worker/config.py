@@ -13,6 +13,7 @@ import ipaddress
 import os
 import re
 import tempfile
+from collections.abc import Iterable
 from dataclasses import dataclass
 from functools import lru_cache
 from typing import Annotated, Literal
@@ -81,6 +82,12 @@ def check_events(events: list[str]) -> list[str]:
     if not events:
         raise ValueError("needs at least one event")
     return events
+
+
+def check_positive_durations(durations: Iterable[float]) -> None:
+    """Finite and more than zero: "inf" would overflow the first date computed from it."""
+    if any(not 0 < seconds < float("inf") for seconds in durations):
+        raise ValueError("each duration must be more than zero seconds")
 
 
 def check_http_url(url: str) -> str:
@@ -254,8 +261,7 @@ class Settings(BaseSettings):
     @field_validator("stall_after")
     @classmethod
     def _positive_durations(cls, value: dict[str, float]) -> dict[str, float]:
-        if any(not 0 < seconds < float("inf") for seconds in value.values()):
-            raise ValueError("each duration must be more than zero seconds")
+        check_positive_durations(value.values())
         return value
 
     @field_validator("quiet_hours", mode="before")
@@ -283,8 +289,7 @@ class Settings(BaseSettings):
     @field_validator("remind_after")
     @classmethod
     def _growing(cls, value: tuple[float, ...]) -> tuple[float, ...]:
-        if any(not 0 < seconds < float("inf") for seconds in value):
-            raise ValueError("each duration must be more than zero seconds")
+        check_positive_durations(value)
         if list(value) != sorted(set(value)):
             raise ValueError("each reminder comes after the one before: durations must grow")
         return value

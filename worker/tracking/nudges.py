@@ -14,7 +14,7 @@ import zoneinfo
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import ColumnElement, and_, or_, select
 from sqlalchemy.orm import Session
 
 from worker.config import Settings
@@ -119,12 +119,18 @@ def after_quiet_hours(moment: dt.datetime, window: tuple[dt.time, dt.time] | Non
     return dt.datetime.combine(day, end, tzinfo=zone).astimezone(dt.UTC)
 
 
+def nudge_has_come(now: dt.datetime) -> ColumnElement[bool]:
+    """Active, with a `nudge_at` that has come: the predicate of the partial index
+    `ix_tracked_sessions_nudge`, so PostgreSQL reads it as one range scan."""
+    return and_(IS_ACTIVE, TrackedSession.nudge_at.is_not(None),
+                TrackedSession.nudge_at <= now)
+
+
 def has_due_nudges(*, db: Session, now: dt.datetime) -> bool:
     """Whether any nudge has come, read without a write lock (on SQLite, taking one every
     tick for nothing would hold up the polls)."""
-    return db.scalar(select(TrackedSession.id)
-                     .where(IS_ACTIVE, TrackedSession.nudge_at.is_not(None),
-                            TrackedSession.nudge_at <= now).limit(1)) is not None
+    return db.scalar(select(TrackedSession.id).where(nudge_has_come(now)).limit(1)) \
+        is not None
 
 
 def record_due_nudges(
@@ -139,8 +145,7 @@ def record_due_nudges(
     attempted when the window ends. Returns how many events were recorded."""
     due = db.scalars(
         select(TrackedSession)
-        .where(IS_ACTIVE, TrackedSession.nudge_at.is_not(None),
-               TrackedSession.nudge_at <= now)
+        .where(nudge_has_come(now))
         .order_by(TrackedSession.nudge_at)
         .limit(limit)
         .with_for_update(skip_locked=True)
