@@ -25,10 +25,11 @@ from worker.tracking.polling import dispatch_due_polls, poll_leased_sessions
 def dispatch_due_polls_task() -> int:
     """The beat tick: hand out due polls, and wake delivery work if anything is due."""
     settings = get_settings()
+    accounts = get_accounts()
     sessions = session_factory(settings.database_url)
     leased = dispatch_due_polls(sessions=sessions, settings=settings, enqueue=send_poll,
                                 targets=get_targets(), waiting=waiting_messages,
-                                dealer_names=get_accounts().dealer_names)
+                                dealer_names=accounts.dealer_names)
     if settings.stall_after or settings.remind_after:
         now = utcnow()
         with sessions() as db:
@@ -36,8 +37,8 @@ def dispatch_due_polls_task() -> int:
         if nudges_due:
             with sessions.begin() as db:
                 record_due_nudges(db=db, settings=settings, targets=get_targets(), now=now,
-                                  dealer_names=get_accounts().dealer_names,
-                                  timezones=get_accounts().timezones)
+                                  dealer_names=accounts.dealer_names,
+                                  timezones=accounts.timezones)
     with sessions() as db:
         deliveries_due = has_due_deliveries(db=db, now=utcnow())
     # Publish once the session has ended: on SQLite it holds the write lock until then.
@@ -49,14 +50,15 @@ def dispatch_due_polls_task() -> int:
 @app.task(name=POLL_TASK)
 def poll_sessions_task(ids: list[int], lease_token: str) -> int:
     settings = get_settings()
+    accounts = get_accounts()
     report = poll_leased_sessions(
         ids=ids,
         lease_token=lease_token,
         sessions=session_factory(settings.database_url),
         settings=settings,
-        fetch=poll_runtime(settings, get_accounts()).fetch,
+        fetch=poll_runtime(settings, accounts).fetch,
         targets=get_targets(),
-        dealer_names=get_accounts().dealer_names,
+        dealer_names=accounts.dealer_names,
     )
     if report.deliveries:
         # Right after the commit, not at the next tick: a completion reaches its
