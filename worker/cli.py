@@ -35,7 +35,7 @@ from worker.tracking.requests import (
     read_csv_requests,
     validate_metadata,
 )
-from worker.views import iso, session_detail, session_summary
+from worker.views import iso, session_detail, session_summary, spell_duration
 
 PROG = "pave-tracker"
 PROGRESS_THRESHOLD = 2000
@@ -173,7 +173,7 @@ def show(key: str, as_json: bool) -> None:
     with database(settings) as db:
         tracked = service.find_session(db=db, session_key=key)
         history = service.session_history(db=db, session_id=tracked.id)
-        deliveries = [delivery_summary(delivery, event, key) for delivery, event, key
+        deliveries = [delivery_summary(row) for row
                       in outbox.list_deliveries(db=db, session_id=tracked.id)]
         detail = session_detail(tracked, history, deliveries=deliveries,
                                 dealer_name=get_accounts().dealer_names.get(tracked.account))
@@ -211,13 +211,14 @@ def deliveries(state: str | None, limit: int | None, as_json: bool) -> None:
     """The outbox: every event for every target, and how its delivery went."""
     settings = get_settings()
     with database(settings) as db:
-        rows = [delivery_detail(delivery, event, key) for delivery, event, key
+        rows = [delivery_detail(row) for row
                 in outbox.list_deliveries(db=db, state=DeliveryState(state) if state else None,
                                           limit=limit)]
     if as_json:
         print_json(rows)
         return
-    print_rows(rows, [("id", "DELIVERY"), ("session_key", "SESSION"), ("event", "EVENT"),
+    print_rows(rows, [("id", "DELIVERY"), ("session_key", "SESSION"), ("account", "ACCOUNT"),
+                      ("event", "EVENT"),
                       ("target", "TARGET"), ("state", "STATE"), ("attempts", "ATTEMPTS"),
                       ("next_attempt_at", "NEXT ATTEMPT"), ("last_error", "LAST ERROR")])
     click.echo(f"{len(rows)} deliver{'y' if len(rows) == 1 else 'ies'}")
@@ -273,15 +274,6 @@ def stalled(account: str | None, limit: int | None, as_json: bool) -> None:
                [("session_key", "SESSION"), ("account", "ACCOUNT"), ("status", "STATUS"),
                 ("status_since", "SINCE"), ("stalled_for", "STUCK FOR")])
     click.echo(f"{len(rows)} stalled session(s)")
-
-
-def spell_duration(seconds: float) -> str:
-    """`1d 4h`, `3h 12m`, `45m`: how long, the way a person says it."""
-    minutes = int(seconds // 60)
-    days, hours, minutes = minutes // 1440, minutes // 60 % 24, minutes % 60
-    parts = [f"{days}d" if days else "", f"{hours}h" if hours else "",
-             f"{minutes}m" if minutes and not days else ""]
-    return " ".join(part for part in parts if part) or f"{int(seconds)}s"
 
 
 @cli.command()

@@ -70,6 +70,7 @@ EVENT_TYPES = (
     "tracking.gave_up",
     "session.stalled",
     "session.reminder",
+    "account.digest",
 )
 DEFAULT_EVENTS = ["session.completed"]
 MIN_TOKEN_LENGTH = 16
@@ -180,6 +181,8 @@ class Settings(BaseSettings):
     # `21:00-08:00`: reminders falling due in this window of the account's local time
     # are sent when it ends. None: any time.
     quiet_hours: Annotated[tuple[dt.time, dt.time], NoDecode] | None = None
+    # `07:30`: each account's local time for its daily `account.digest`. None: no digests.
+    digest_at: Annotated[dt.time, NoDecode] | None = None
 
     # Not in SPEC's table: how the work is cut up. Documented in the README.
     dispatch_max: PositiveInt = 10_000
@@ -277,6 +280,16 @@ class Settings(BaseSettings):
         if not sep or window is None or window[0] == window[1]:
             raise ValueError("expected a window of local times, like 21:00-08:00")
         return window
+
+    @field_validator("digest_at", mode="before")
+    @classmethod
+    def _time_of_day(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        match = re.fullmatch(r"([01]?\d|2[0-3]):([0-5]\d)", value.strip())
+        if match is None:
+            raise ValueError("expected a local time of day, like 07:30")
+        return dt.time(int(match[1]), int(match[2]))
 
     @field_validator("remind_after", mode="before")
     @classmethod

@@ -8,7 +8,17 @@ import time
 from functools import lru_cache
 from typing import Any, TypeVar
 
-from sqlalchemy import JSON, DateTime, Engine, Insert, MetaData, create_engine, event, select
+from sqlalchemy import (
+    JSON,
+    ColumnElement,
+    DateTime,
+    Engine,
+    Insert,
+    MetaData,
+    create_engine,
+    event,
+    select,
+)
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
@@ -122,13 +132,17 @@ def session_factory(database_url: str) -> sessionmaker[Session]:
     return sessionmaker(engine_for(database_url), expire_on_commit=False)
 
 
-def insert_ignoring_duplicates(db: Session, model: Any, *, unique: list[str]) -> Insert:
-    """INSERT … ON CONFLICT (unique) DO NOTHING, on PostgreSQL and SQLite alike."""
+def insert_ignoring_duplicates(db: Session, model: Any, *, unique: list[str],
+                               where: ColumnElement[bool] | None = None) -> Insert:
+    """INSERT … ON CONFLICT (unique) DO NOTHING, on PostgreSQL and SQLite alike; `where`
+    names a partial unique index by its predicate."""
     dialect = db.get_bind().dialect.name
     if dialect == "postgresql":
-        return postgresql.insert(model).on_conflict_do_nothing(index_elements=unique)
+        return postgresql.insert(model).on_conflict_do_nothing(index_elements=unique,
+                                                               index_where=where)
     if dialect == "sqlite":
-        return sqlite.insert(model).on_conflict_do_nothing(index_elements=unique)
+        return sqlite.insert(model).on_conflict_do_nothing(index_elements=unique,
+                                                           index_where=where)
     raise ValueError(f"unsupported database: {dialect} (use SQLite or PostgreSQL)")
 
 

@@ -9,6 +9,7 @@ from typing import Any
 from sqlalchemy import (
     BigInteger,
     Boolean,
+    CheckConstraint,
     Enum,
     Float,
     ForeignKey,
@@ -148,23 +149,37 @@ class StatusChange(Base):
 
 
 class Event(Base):
-    """Something that happened to a session, written in the transaction that saw it.
+    """Something that happened to a session, or to an account, written in the transaction
+    that saw it.
 
     `dedupe_key` is the event type, or for `session.status_changed` the type and the
     poll that saw the change: the constraint makes each event exist once per session.
-    `body` is the exact JSON document every delivery of it sends.
+    An account's own event (`account.digest`) has no session but its `account`, and a
+    dedupe key naming its day, unique per account. `body` is the exact JSON document
+    every delivery of it sends.
     """
 
     __tablename__ = "events"
 
     id: Mapped[int] = mapped_column(Id, primary_key=True)
-    session_id: Mapped[int] = mapped_column(ForeignKey("tracked_sessions.id", ondelete="CASCADE"))
+    session_id: Mapped[int | None] = mapped_column(
+        ForeignKey("tracked_sessions.id", ondelete="CASCADE"))
+    # Set on an account's own events only; a session's event has its session's account.
+    account: Mapped[str | None] = mapped_column(String(32))
     type: Mapped[str] = mapped_column(String(40))
     dedupe_key: Mapped[str] = mapped_column(String(80))
     occurred_at: Mapped[dt.datetime] = mapped_column(UTCDateTime)
     body: Mapped[str] = mapped_column(Text)
 
-    __table_args__ = (UniqueConstraint("session_id", "dedupe_key"),)
+    __table_args__ = (
+        UniqueConstraint("session_id", "dedupe_key"),
+        # NULLs are distinct in the constraint above, so an account's events have their own.
+        Index("ix_events_account_dedupe", "account", "dedupe_key", unique=True,
+              postgresql_where=text("session_id IS NULL"),
+              sqlite_where=text("session_id IS NULL")),
+        CheckConstraint("session_id IS NOT NULL OR account IS NOT NULL",
+                        name="session_or_account"),
+    )
 
 
 class DeliveryState(enum.StrEnum):

@@ -17,13 +17,15 @@ from worker.delivery.draining import drain_outbox
 from worker.delivery.outbox import has_due_deliveries
 from worker.delivery.target_config import get_targets
 from worker.pave.runtime import poll_runtime
+from worker.tracking.digests import digests_due, record_digests
 from worker.tracking.nudges import has_due_nudges, record_due_nudges
 from worker.tracking.polling import dispatch_due_polls, poll_leased_sessions
 
 
 @app.task(name=DISPATCH_TASK)
 def dispatch_due_polls_task() -> int:
-    """The beat tick: hand out due polls, and wake delivery work if anything is due."""
+    """The beat tick: hand out due polls, record the nudges and digests that have come,
+    and wake delivery work if anything is due."""
     settings = get_settings()
     accounts = get_accounts()
     sessions = session_factory(settings.database_url)
@@ -39,6 +41,15 @@ def dispatch_due_polls_task() -> int:
                 record_due_nudges(db=db, settings=settings, targets=get_targets(), now=now,
                                   dealer_names=accounts.dealer_names,
                                   timezones=accounts.timezones)
+    if settings.digest_at is not None:
+        now = utcnow()
+        with sessions() as db:
+            digests = digests_due(db=db, accounts=accounts, digest_at=settings.digest_at,
+                                  targets=get_targets(), now=now)
+        if digests:
+            with sessions.begin() as db:
+                record_digests(db=db, days=digests, stall_after=settings.stall_after,
+                               targets=get_targets(), now=now)
     with sessions() as db:
         deliveries_due = has_due_deliveries(db=db, now=utcnow())
     # Publish once the session has ended: on SQLite it holds the write lock until then.

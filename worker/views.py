@@ -1,4 +1,4 @@
-"""Sessions as JSON, in SPEC's `show --json` shape."""
+"""Sessions as JSON, in SPEC's `show --json` shape, and durations as people say them."""
 
 from __future__ import annotations
 
@@ -16,6 +16,15 @@ def iso(moment: dt.datetime | None) -> str | None:
     if moment.microsecond:
         return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
     return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def spell_duration(seconds: float) -> str:
+    """`1d 4h`, `3h 12m`, `45m`: how long, the way a person says it."""
+    minutes = int(seconds // 60)
+    days, hours, minutes = minutes // 1440, minutes // 60 % 24, minutes % 60
+    parts = [f"{days}d" if days else "", f"{hours}h" if hours else "",
+             f"{minutes}m" if minutes and not days else ""]
+    return " ".join(part for part in parts if part) or f"{int(seconds)}s"
 
 
 def session_summary(tracked: TrackedSession, *, dealer_name: str | None = None

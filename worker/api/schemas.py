@@ -99,7 +99,9 @@ class SessionPage(BaseModel):
 
 
 class DeliveryDetail(DeliverySummary):
-    session_key: str
+    session_key: str | None = Field(description="null for an account's own event "
+                                                "(account.digest)")
+    account: str
     created_at: str | None
     delivered_at: str | None
     next_attempt_at: str | None

@@ -145,10 +145,12 @@ def drain_outbox(
 
 
 def _log_attempt(delivery: LeasedDelivery, result: AttemptResult, state: DeliveryState) -> None:
-    session_key = json.loads(delivery.body).get("data", {}).get("session_key")
+    data = json.loads(delivery.body).get("data", {})
+    # A session's event names its key; an account's own (a digest), its account.
+    about = data.get("session_key") or f"account {data.get('account')}"
     if result.delivered:
-        log.info("delivered %s of %s to %s (%s) in %.0f ms", delivery.event_type, session_key,
+        log.info("delivered %s of %s to %s (%s) in %.0f ms", delivery.event_type, about,
                  delivery.target, delivery.id, result.duration_ms)
     else:
         log.warning("delivery %s of %s to %s failed (%s), now %s", delivery.event_type,
-                    session_key, delivery.target, result.error, state.value)
+                    about, delivery.target, result.error, state.value)

@@ -6,6 +6,7 @@
 | session.completed / expired / invalid  | the first time COMPLETE / EXPIRED / INVALID   |
 | tracking.not_found / tracking.gave_up  | tracking ended without a terminal status      |
 | session.stalled / session.reminder     | a beat tick's nudges (`worker.tracking.nudges`) |
+| account.digest                         | once a day per account (`worker.tracking.digests`) |
 """
 
 from __future__ import annotations
@@ -97,6 +98,13 @@ def event_document(
     data.update(extra or {})
     return {"type": event_type, "timestamp": iso(occurred_at.replace(microsecond=0)),
             "data": data}
+
+
+def account_event_document(*, event_type: str, account: str, dealer_name: str | None,
+                           occurred_at: dt.datetime, data: dict[str, Any]) -> dict[str, Any]:
+    """The document of an account's own event (`account.digest`): no session in it."""
+    return {"type": event_type, "timestamp": iso(occurred_at.replace(microsecond=0)),
+            "data": {"account": account, "dealer_name": dealer_name, **data}}
 
 
 def serialise(document: dict[str, Any]) -> str:

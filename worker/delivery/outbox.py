@@ -20,9 +20,9 @@ import random
 import uuid
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import select, text, update
+from sqlalchemy import Insert, func, select, text, update
 from sqlalchemy.orm import Session
 
 from worker.backoff import JITTER
@@ -42,6 +42,9 @@ from worker.models import (
 )
 
 IS_DUE = text("deliveries.state IN ('pending', 'retrying')")
+# The account an event belongs to: its session's, or for an account's own event, its own.
+# (Read with `events` outer-joined to `tracked_sessions`.)
+EVENT_ACCOUNT = func.coalesce(TrackedSession.account, Event.account)
 
 
 def new_delivery_id() -> str:
@@ -87,25 +90,50 @@ def record_events(
             dealer_name=dealer_name,
             extra=spec.data,
         )
-        event_id = db.scalar(
-            insert_ignoring_duplicates(db, Event, unique=["session_id", "dedupe_key"])
+        event = insert_ignoring_duplicates(db, Event, unique=["session_id", "dedupe_key"]) \
             .values(session_id=tracked.id, type=spec.type, dedupe_key=spec.dedupe_key,
                     occurred_at=now, body=serialise(document))
-            .returning(Event.id)
-        )
-        if event_id is None:
-            continue  # already recorded: the constraint keeps it to once
-        rows = [{"id": new_delivery_id(), "event_id": event_id, "target": target.name,
-                 "state": DeliveryState.PENDING, "attempts": 0, "failures": 0,
-                 "next_attempt_at": first_attempt_at or now, "created_at": now}
-                for target in subscribed]
-        inserted = db.scalars(
-            insert_ignoring_duplicates(db, Delivery, unique=["event_id", "target"])
-            .returning(Delivery.id),
-            rows,
-        )
-        added += len(inserted.all())
+        added += _record_once(db=db, event=event, subscribed=subscribed,
+                              first_attempt_at=first_attempt_at or now, now=now)
     return added
+
+
+def record_account_event(
+    *, db: Session, account: str, event_type: str, dedupe_key: str,
+    document: dict[str, Any], targets: Sequence[Target], now: dt.datetime,
+) -> int:
+    """Write an account's own event (no session: `account.digest`), unique per account
+    and dedupe key, one delivery per target subscribed to it for this account.
+
+    Returns how many deliveries were added: none when it was already recorded, by this
+    beat or by another one."""
+    subscribed = [target for target in targets if target.wants(event_type, account)]
+    if not subscribed:
+        return 0
+    event = insert_ignoring_duplicates(db, Event, unique=["account", "dedupe_key"],
+                                       where=Event.session_id.is_(None)) \
+        .values(session_id=None, account=account, type=event_type, dedupe_key=dedupe_key,
+                occurred_at=now, body=serialise(document))
+    return _record_once(db=db, event=event, subscribed=subscribed, first_attempt_at=now,
+                        now=now)
+
+
+def _record_once(*, db: Session, event: Insert, subscribed: Sequence[Target],
+                 first_attempt_at: dt.datetime, now: dt.datetime) -> int:
+    """The event, unless its unique key is already taken, and its deliveries."""
+    event_id = db.scalar(event.returning(Event.id))
+    if event_id is None:
+        return 0  # already recorded: the constraint keeps it to once
+    rows = [{"id": new_delivery_id(), "event_id": event_id, "target": target.name,
+             "state": DeliveryState.PENDING, "attempts": 0, "failures": 0,
+             "next_attempt_at": first_attempt_at, "created_at": now}
+            for target in subscribed]
+    inserted = db.scalars(
+        insert_ignoring_duplicates(db, Delivery, unique=["event_id", "target"])
+        .returning(Delivery.id),
+        rows,
+    )
+    return len(inserted.all())
 
 
 @dataclass(frozen=True)
@@ -241,8 +269,8 @@ def replay_deliveries(
     query = select(Delivery)
     if accounts is not None:
         query = query.where(Delivery.event_id.in_(
-            select(Event.id).join(TrackedSession, TrackedSession.id == Event.session_id)
-            .where(TrackedSession.account.in_(list(accounts)))))
+            select(Event.id).outerjoin(TrackedSession, TrackedSession.id == Event.session_id)
+            .where(EVENT_ACCOUNT.in_(list(accounts)))))
     if all_dead:
         query = query.where(Delivery.state == DeliveryState.DEAD)
     else:
@@ -268,13 +296,13 @@ def replay_deliveries(
 def list_deliveries(
     *, db: Session, state: DeliveryState | None = None, session_id: int | None = None,
     accounts: Sequence[str] | None = None, limit: int | None = None, offset: int = 0,
-) -> list[tuple[Delivery, Event, str]]:
-    """Deliveries, oldest first, with their event and session key; with `accounts`,
-    those accounts' only."""
+) -> list[DeliveryRow]:
+    """Deliveries, oldest first, with their event, session key (None for an account's
+    own event) and account; with `accounts`, those accounts' only."""
     query = (
-        select(Delivery, Event, TrackedSession.session_key)
+        select(Delivery, Event, TrackedSession.session_key, EVENT_ACCOUNT)
         .join(Event, Event.id == Delivery.event_id)
-        .join(TrackedSession, TrackedSession.id == Event.session_id)
+        .outerjoin(TrackedSession, TrackedSession.id == Event.session_id)
         .order_by(Delivery.created_at, Delivery.id)
         .offset(offset)
     )
@@ -283,7 +311,14 @@ def list_deliveries(
     if session_id is not None:
         query = query.where(Event.session_id == session_id)
     if accounts is not None:
-        query = query.where(TrackedSession.account.in_(list(accounts)))
+        query = query.where(EVENT_ACCOUNT.in_(list(accounts)))
     if limit is not None:
         query = query.limit(limit)
-    return [(delivery, event, key) for delivery, event, key in db.execute(query)]
+    return [DeliveryRow(*row) for row in db.execute(query)]
+
+
+class DeliveryRow(NamedTuple):
+    delivery: Delivery
+    event: Event
+    session_key: str | None
+    account: str

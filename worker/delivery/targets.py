@@ -79,6 +79,14 @@ class EmailTarget(_Target):
     ca_file: str | None = None
     timeout: PositiveFloat = 30.0
 
+    @model_validator(mode="after")
+    def _digest_has_an_address(self) -> EmailTarget:
+        # A session's e-mail may go to its customer; an account's digest has none.
+        if "account.digest" in self.events and not self.default_to:
+            raise ValueError("account.digest goes to the dealer's own address: give `to` "
+                             "(EMAIL_TO)")
+        return self
+
 
 class CrmTarget(_Target):
     kind: Literal["crm"] = "crm"
@@ -121,6 +129,14 @@ class AdfTarget(_Target):
         if value is not None and not is_one_email_address(value):
             raise ValueError("must be one e-mail address, like leads@crm.example")
         return value
+
+    @field_validator("events")
+    @classmethod
+    def _session_events(cls, events: list[str]) -> list[str]:
+        if "account.digest" in events:
+            raise ValueError("an ADF lead is one session's vehicle and customer: "
+                             "account.digest is not one")
+        return events
 
     @model_validator(mode="after")
     def _somewhere_to_send(self) -> AdfTarget:

@@ -4,7 +4,8 @@ Templates come from the operator's config, so they render in Jinja's sandbox. Th
 context is the event's `data` plus `type`, `timestamp` and a few conveniences.
 
 The built-in e-mails, for a target that sets no template of its own: the follow-up for
-the dealer's staff (DEFAULT_*) and the reminder for the customer (REMINDER_*);
+the dealer's staff (DEFAULT_*), the reminder for the customer (REMINDER_*) and the store
+manager's daily digest (DIGEST_*);
 `built_in_templates()` says which an event gets.
 """
 
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import zoneinfo
 from typing import Any, NamedTuple
 from urllib.parse import urlsplit
 
@@ -20,6 +22,7 @@ from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from worker.delivery.vehicles import odometer_unit
 from worker.errors import TemplateFailed
+from worker.views import spell_duration
 
 _plain = ImmutableSandboxedEnvironment(autoescape=False, keep_trailing_newline=True)
 _html = ImmutableSandboxedEnvironment(autoescape=True, keep_trailing_newline=True)
@@ -33,6 +36,7 @@ EVENT_HEADLINES = {
     "tracking.gave_up": "Stopped following an inspection",
     "session.stalled": "Inspection stalled",
     "session.reminder": "Reminder: your vehicle inspection is waiting",
+    "account.digest": "Daily inspection digest",
 }
 
 DEFAULT_SUBJECT = "{{ headline }}: {{ vehicle_description or session_key }}"
@@ -87,9 +91,9 @@ Finished:   {{ inspect_ended_at | utc_time or "-" }}
 """
 
 # E-mail clients keep little of CSS: one table layout, every style inline, nothing fetched.
-# Both built-in HTML e-mails are the same card: the document head, a hidden inbox preview
-# line (`preview`, set by each), a dark band with the dealer's name, their own rows, and
-# the close.
+# Every built-in HTML e-mail is the same card: the document head, a hidden inbox preview
+# line (`preview`, set by each), a dark band with the dealer's name (and `band` below it,
+# "Vehicle inspection" unless set), their own rows, and the close.
 _FONT = """\
 {%- set font = "font-family: -apple-system, Segoe UI, Roboto, Helvetica, Arial, sans-serif;" %}
 """
@@ -116,8 +120,8 @@ _CARD_TOP = """\
 <div id="dealer" style="font-size: 20px; line-height: 26px; font-weight: 700; color: #ffffff;
  word-break: break-word;">{{ dealer or "Vehicle inspection" }}</div>
 {%- if dealer %}
-<div style="padding-top: 2px; font-size: 13px; line-height: 18px; color: #c3cbd6;">Vehicle
- inspection</div>
+<div style="padding-top: 2px; font-size: 13px; line-height: 18px; color: #c3cbd6;">
+{{- band | default("Vehicle inspection") }}</div>
 {%- endif %}
 </td></tr>
 """
@@ -320,6 +324,161 @@ REMINDER_HTML = _REMINDER_FACTS + _FONT + """\
 """ + _CARD_BOTTOM
 
 
+# The store manager's daily digest (`account.digest`): the day in four figures, what became
+# of the inspections that ended, and who to call (the stalled sessions, with the customer,
+# the vehicle, how long and the capture link to send again). Read on a phone: one column,
+# the figures two by two.
+_DIGEST_FACTS = """\
+{%- set dealer = dealer_name or account %}
+{%- set zone = timezone or "UTC" %}
+{%- set rate = completion_rate | percent %}
+{%- set median = median_time_to_complete | duration %}
+{%- set results = outcomes if outcomes is mapping else {} %}
+{%- set ended_rows = [("Completed", results.completed), ("Expired", results.expired),
+                      ("Invalid", results.invalid), ("Ended otherwise", results.other),
+                      ("Never found at PAVE", results.not_found),
+                      ("Given up (too old)", results.gave_up),
+                      ("Stopped by hand", results.stopped)] %}
+{%- set listed = stalled if stalled is sequence else [] %}
+{%- set more = (stalled_count or 0) - listed | length %}
+{%- set since = period.from | local_time(zone) if period is mapping else "" %}
+{%- set until = period.to | local_time(zone) if period is mapping else "" -%}
+{%- macro who(item) -%}
+{{ item.customer_name or item.session_key }}
+{%- endmacro %}
+{%- macro car(item) -%}
+{%- set v = item.vehicle if item.vehicle is mapping else {} -%}
+{{ [v.year, v.make, v.model] | select | join(" ") or ("VIN " ~ v.vin if v.vin) or "" }}
+{%- endmacro -%}
+"""
+
+DIGEST_SUBJECT = _DIGEST_FACTS + """\
+{{ dealer }}: {{ results.completed or 0 }} inspection{{ "" if results.completed == 1 else "s" }}
+ completed, {{ stalled_count or 0 }} stalled ({{ date | long_date }})"""
+
+DIGEST_TEXT = _DIGEST_FACTS + """\
+Daily inspection digest: {{ dealer }}
+{{ date | long_date }}, the 24 hours from {{ since }} to {{ until }} ({{ zone }})
+
+Completed:          {{ results.completed or 0 }}
+Completion rate:    {{ rate }}{{ " of " ~ ended ~ " that ended" if ended }}
+Median to complete: {{ median }}
+Stalled now:        {{ stalled_count or 0 }}
+
+New inspections tracked: {{ tracked or 0 }}
+In progress now:         {{ in_progress or 0 }}
+{%- if ended %}
+
+How the {{ ended }} that ended did:
+{%- for label, count in ended_rows if count %}
+  {{ label }}: {{ count }}
+{%- endfor %}
+{%- endif %}
+{% if listed %}
+Stalled: who to call
+{%- for item in listed %}
+- {{ who(item) }}{{ ", " ~ car(item) if car(item) }}
+  {{ item.status }} for {{ item.stalled_for | duration }} ({{ item.session_key }})
+  {%- if item.capture_url | web_url %}
+  Link: {{ item.capture_url | web_url }}
+  {%- endif %}
+{%- endfor %}
+{%- if more > 0 %}
+... and {{ more }} more: `pave-tracker stalled --account {{ account }}`
+{%- endif %}
+{% else %}
+Nothing is stalled.
+{% endif %}
+Sent by pave-tracker for {{ dealer }}.
+"""
+
+DIGEST_HTML = _DIGEST_FACTS + _FONT + """\
+{%- set band = "Daily inspection digest" %}
+{%- set day_line = "Your inspections, " ~ date | long_date %}
+{%- set preview = (results.completed or 0) ~ " completed · " ~ rate ~ " completion · "
+                  ~ (stalled_count or 0) ~ " stalled" %}
+{%- macro figure(id, label, value) %}
+<td id="{{ id }}" width="50%" valign="top" style="padding: 6px;">
+<div style="padding: 14px 14px 12px 14px; background-color: #f6f7f9;
+ border: 1px solid #eceef1; border-radius: 6px; {{ font }}">
+<div style="font-size: 28px; line-height: 34px; font-weight: 700; color: #1a202c;">
+{{- value }}</div>
+<div style="padding-top: 2px; font-size: 13px; line-height: 18px; color: #4b5563;">
+{{- label }}</div>
+</div>
+</td>
+{%- endmacro %}
+{%- macro section(title) %}
+<tr><td style="padding: 22px 28px 6px 28px; {{ font }}">
+<h2 style="margin: 0; font-size: 13px; line-height: 18px; font-weight: 700;
+ letter-spacing: 0.08em; text-transform: uppercase; color: #4b5563;">{{ title }}</h2>
+</td></tr>
+{%- endmacro %}
+{%- macro row(label, value) %}
+<tr>
+<td valign="top" style="padding: 8px 12px 8px 0; border-top: 1px solid #eceef1;
+ {{ font }} font-size: 15px; line-height: 20px; color: #374151;">{{ label }}</td>
+<td align="right" valign="top" style="padding: 8px 0; border-top: 1px solid #eceef1;
+ {{ font }} font-size: 15px; line-height: 20px; font-weight: 600; color: #1a202c;">
+{{- value }}</td>
+</tr>
+{%- endmacro -%}
+""" + _CARD_TOP + """\
+<tr><td style="padding: 24px 28px 0 28px; {{ font }}">
+<h1 style="margin: 0; font-size: 22px; line-height: 30px; font-weight: 700; color: #1a202c;">
+{{- day_line }}</h1>
+<p style="margin: 4px 0 0 0; font-size: 14px; line-height: 20px; color: #4b5563;">The 24 hours
+ from {{ since }} to {{ until }} ({{ zone }})</p>
+</td></tr>
+<tr><td style="padding: 14px 22px 0 22px;">
+<table role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0">
+<tr>{{ figure("completed", "Completed", results.completed or 0) }}
+{{- figure("rate", "Completion rate" ~ (" of " ~ ended ~ " ended" if ended), rate) }}</tr>
+<tr>{{ figure("median", "Median time to complete", median) }}
+{{- figure("stalled-count", "Stalled now", stalled_count or 0) }}</tr>
+</table>
+</td></tr>
+{{ section("The day") }}
+<tr><td style="padding: 0 28px;">
+<table role="presentation" width="100%" cellpadding="0" cellspacing="0" border="0">
+{{- row("New inspections tracked", tracked or 0) }}
+{{- row("In progress now", in_progress or 0) }}
+{%- for label, count in ended_rows if count %}{{ row(label, count) }}{% endfor %}
+</table>
+</td></tr>
+{{ section("Stalled: who to call") }}
+<tr><td id="stalled" style="padding: 0 28px;">
+{%- for item in listed %}
+<div style="padding: 10px 0; border-top: 1px solid #eceef1; {{ font }} word-break: break-word;">
+<div style="font-size: 16px; line-height: 22px; font-weight: 600; color: #1a202c;">
+{{- who(item) }}</div>
+{%- if car(item) %}
+<div style="font-size: 14px; line-height: 20px; color: #374151;">{{ car(item) }}</div>
+{%- endif %}
+<div style="font-size: 14px; line-height: 20px; color: #4b5563;"><strong
+ style="color: #8a4a00;">{{ item.status }}</strong> for {{ item.stalled_for | duration }}
+ · {{ item.session_key }}
+{%- if item.capture_url | web_url %} · <a href="{{ item.capture_url | web_url }}"
+ target="_blank" style="color: #1d4ed8;">capture link</a>{% endif %}</div>
+</div>
+{%- else %}
+<div style="padding: 10px 0; border-top: 1px solid #eceef1; {{ font }} font-size: 15px;
+ line-height: 22px; color: #374151;">Nothing is stalled.</div>
+{%- endfor %}
+{%- if more > 0 %}
+<div style="padding: 10px 0; border-top: 1px solid #eceef1; {{ font }} font-size: 14px;
+ line-height: 20px; color: #4b5563;">… and {{ more }} more: <code>pave-tracker stalled
+ <span style="white-space: nowrap;">--account {{ account }}</span></code></div>
+{%- endif %}
+</td></tr>
+<tr><td style="padding: 24px 28px 22px 28px;">
+<div style="border-top: 1px solid #eceef1; padding-top: 14px; {{ font }} font-size: 12px;
+ line-height: 18px; color: #6b7280;">Sent by pave-tracker for {{ dealer }}, each day at
+ {{ period.to | local_clock(zone) if period is mapping }}.</div>
+</td></tr>
+""" + _CARD_BOTTOM
+
+
 class EmailTemplates(NamedTuple):
     subject: str
     text: str
@@ -328,11 +487,14 @@ class EmailTemplates(NamedTuple):
 
 FOLLOW_UP_TEMPLATES = EmailTemplates(DEFAULT_SUBJECT, DEFAULT_TEXT, DEFAULT_HTML)
 REMINDER_TEMPLATES = EmailTemplates(REMINDER_SUBJECT, REMINDER_TEXT, REMINDER_HTML)
-_BUILT_IN_BY_EVENT = {"session.reminder": REMINDER_TEMPLATES}
+DIGEST_TEMPLATES = EmailTemplates(DIGEST_SUBJECT, DIGEST_TEXT, DIGEST_HTML)
+_BUILT_IN_BY_EVENT = {"session.reminder": REMINDER_TEMPLATES,
+                      "account.digest": DIGEST_TEMPLATES}
 
 
 def built_in_templates(event_type: object) -> EmailTemplates:
-    """The built-in e-mail for an event: the customer's reminder, else the follow-up."""
+    """The built-in e-mail for an event: the customer's reminder, the manager's digest,
+    else the follow-up."""
     return _BUILT_IN_BY_EVENT.get(str(event_type), FOLLOW_UP_TEMPLATES)
 
 
@@ -361,6 +523,55 @@ def utc_time(value: object) -> object:
     return f"{moment.day} {moment:%b %Y, %H:%M} UTC"
 
 
+def duration_filter(value: object) -> str:
+    """Seconds as `1h 30m`; a dash when there is no figure."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "-"
+    return spell_duration(value)
+
+
+def percent(value: object) -> str:
+    """0.7234 as `72%`; a dash when there is no rate."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "-"
+    return f"{value * 100:.0f}%"
+
+
+def _local(value: object, timezone: object) -> dt.datetime | None:
+    if not isinstance(value, str) or not isinstance(timezone, str):
+        return None
+    try:
+        moment = dt.datetime.fromisoformat(value)
+        zone = zoneinfo.ZoneInfo(timezone)
+    except (ValueError, zoneinfo.ZoneInfoNotFoundError):
+        return None
+    return moment.astimezone(zone) if moment.tzinfo is not None else None
+
+
+def local_time(value: object, timezone: object = "UTC") -> object:
+    """`2026-12-05T12:30:00Z` in America/Toronto as `Sat 5 Dec, 07:30`; anything else as
+    it came."""
+    moment = _local(value, timezone)
+    return value if moment is None else f"{moment:%a} {moment.day} {moment:%b, %H:%M}"
+
+
+def local_clock(value: object, timezone: object = "UTC") -> object:
+    """The local time of day alone: `07:30`."""
+    moment = _local(value, timezone)
+    return value if moment is None else f"{moment:%H:%M}"
+
+
+def long_date(value: object) -> object:
+    """`2026-12-05` as `Saturday 5 December`; anything else as it came."""
+    if not isinstance(value, str):
+        return value
+    try:
+        day = dt.date.fromisoformat(value)
+    except ValueError:
+        return value
+    return f"{day:%A} {day.day} {day:%B}"
+
+
 def odometer_unit_filter(value: object) -> str:
     """PAVE's `KILOMETRES` and `MILES` as `km` and `mi` (another unit as written, in lower
     case); nothing when there is no unit."""
@@ -371,7 +582,9 @@ def odometer_unit_filter(value: object) -> str:
 
 for _environment in (_plain, _html):
     _environment.filters.update(web_url=web_url, utc_time=utc_time,
-                                odometer_unit=odometer_unit_filter)
+                                odometer_unit=odometer_unit_filter, duration=duration_filter,
+                                percent=percent, local_time=local_time,
+                                local_clock=local_clock, long_date=long_date)
 
 
 def template_context(document: dict[str, Any]) -> dict[str, Any]:

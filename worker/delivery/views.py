@@ -5,21 +5,25 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from worker.models import Delivery, Event
+from worker.delivery.outbox import DeliveryRow
 from worker.views import iso
 
 DELIVERY_ID = re.compile(r"msg_[0-9a-f]{32}")
 
 
-def delivery_summary(delivery: Delivery, event: Event, session_key: str) -> dict[str, Any]:
-    return {"id": delivery.id, "event": event.type, "target": delivery.target,
+def delivery_summary(row: DeliveryRow) -> dict[str, Any]:
+    delivery = row.delivery
+    return {"id": delivery.id, "event": row.event.type, "target": delivery.target,
             "state": delivery.state.value, "attempts": delivery.attempts}
 
 
-def delivery_detail(delivery: Delivery, event: Event, session_key: str) -> dict[str, Any]:
+def delivery_detail(row: DeliveryRow) -> dict[str, Any]:
+    delivery = row.delivery
     return {
-        **delivery_summary(delivery, event, session_key),
-        "session_key": session_key,
+        **delivery_summary(row),
+        # None for an account's own event (`account.digest`), which has no session.
+        "session_key": row.session_key,
+        "account": row.account,
         "created_at": iso(delivery.created_at),
         "delivered_at": iso(delivery.delivered_at),
         "next_attempt_at": iso(delivery.next_attempt_at),

@@ -12,9 +12,9 @@ from __future__ import annotations
 import datetime as dt
 import zoneinfo
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from sqlalchemy import ColumnElement, and_, or_, select
+from sqlalchemy import ColumnElement, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from worker.config import Settings
@@ -33,6 +33,19 @@ class Stalled:
     status_since: dt.datetime
     stalled_for: float  # seconds in the status so far
     allowed: float  # STALL_AFTER for the status
+    tracked: TrackedSession = field(repr=False, compare=False)  # the row, for its details
+
+
+def is_stalled(stall_after: Mapping[str, float], now: dt.datetime,
+               accounts: Sequence[str] | None = None) -> ColumnElement[bool]:
+    """Active, and in its status longer than STALL_AFTER allows (of these accounts)."""
+    past = or_(*(and_(TrackedSession.status == status,
+                      TrackedSession.status_since <= now - dt.timedelta(seconds=seconds))
+                 for status, seconds in stall_after.items()))
+    stalled = and_(TrackedSession.tracking == Tracking.ACTIVE, past)
+    if accounts is not None:
+        stalled = and_(stalled, TrackedSession.account.in_(list(accounts)))
+    return stalled
 
 
 def stalled_sessions(
@@ -42,21 +55,24 @@ def stalled_sessions(
     """Active sessions past their status's STALL_AFTER, longest stuck first."""
     if not stall_after:
         return []
-    past = or_(*(and_(TrackedSession.status == status,
-                      TrackedSession.status_since <= now - dt.timedelta(seconds=seconds))
-                 for status, seconds in stall_after.items()))
     query = (select(TrackedSession)
-             .where(TrackedSession.tracking == Tracking.ACTIVE, past)
+             .where(is_stalled(stall_after, now, accounts))
              .order_by(TrackedSession.status_since, TrackedSession.id))
-    if accounts is not None:
-        query = query.where(TrackedSession.account.in_(list(accounts)))
     if limit is not None:
         query = query.limit(limit)
     return [Stalled(session_key=tracked.session_key, account=tracked.account,
                     status=tracked.status or "", status_since=tracked.status_since,
                     stalled_for=(now - tracked.status_since).total_seconds(),
-                    allowed=stall_after[tracked.status or ""])
+                    allowed=stall_after[tracked.status or ""], tracked=tracked)
             for tracked in db.scalars(query) if tracked.status_since is not None]
+
+
+def count_stalled(*, db: Session, stall_after: Mapping[str, float], now: dt.datetime,
+                  accounts: Sequence[str] | None = None) -> int:
+    if not stall_after:
+        return 0
+    return db.scalar(select(func.count()).select_from(TrackedSession)
+                     .where(is_stalled(stall_after, now, accounts))) or 0
 
 
 def next_nudge_at(tracked: TrackedSession, settings: Settings) -> dt.datetime | None:

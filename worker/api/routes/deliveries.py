@@ -30,7 +30,7 @@ def deliveries(
     with sessions.begin() as db:
         found = outbox.list_deliveries(db=db, state=state, accounts=scope.only,
                                        limit=limit + 1, offset=offset)
-        page = [delivery_detail(d, e, k) for d, e, k in found[:limit]]
+        page = [delivery_detail(row) for row in found[:limit]]
     return {"deliveries": page, "next_offset": next_offset(found, limit=limit, offset=offset)}
 
 

@@ -98,7 +98,7 @@ def show(session_key: Annotated[str, KEY_IN_PATH], sessions: SessionsDep,
     with sessions.begin() as db:
         tracked = tracked_or_404(db, session_key, scope)
         history = service.session_history(db=db, session_id=tracked.id)
-        deliveries = [delivery_summary(d, e, k) for d, e, k
+        deliveries = [delivery_summary(row) for row
                       in outbox.list_deliveries(db=db, session_id=tracked.id)]
         return session_detail(tracked, history, deliveries,
                               dealer_name=scope.dealer_names.get(tracked.account))
