@@ -14,7 +14,7 @@ import zoneinfo
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
-from sqlalchemy import ColumnElement, and_, func, or_, select
+from sqlalchemy import ColumnElement, Select, and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from worker.config import Settings
@@ -149,6 +149,16 @@ def has_due_nudges(*, db: Session, now: dt.datetime) -> bool:
         is not None
 
 
+def due_nudges_query(*, now: dt.datetime, limit: int) -> Select[TrackedSession]:
+    """The rows a tick nudges, oldest nudge first, skipping rows another tick holds (the
+    benchmark shows its plan)."""
+    return (select(TrackedSession)
+            .where(nudge_has_come(now))
+            .order_by(TrackedSession.nudge_at)
+            .limit(limit)
+            .with_for_update(skip_locked=True))
+
+
 def record_due_nudges(
     *, db: Session, settings: Settings, targets: Sequence[Target], now: dt.datetime,
     dealer_names: Mapping[str, str | None], timezones: Mapping[str, str] | None = None,
@@ -159,13 +169,7 @@ def record_due_nudges(
     moved on. Rows another tick holds are skipped, never waited for. A reminder falling
     due in QUIET_HOURS (the account's local time, `timezones`) is recorded now and first
     attempted when the window ends. Returns how many events were recorded."""
-    due = db.scalars(
-        select(TrackedSession)
-        .where(nudge_has_come(now))
-        .order_by(TrackedSession.nudge_at)
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    ).all()
+    due = db.scalars(due_nudges_query(now=now, limit=limit)).all()
     recorded = 0
     for tracked in due:
         nudges = nudges_due(tracked, settings, now)
